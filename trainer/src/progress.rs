@@ -1,0 +1,19 @@
+//! Progress bars for long work; hidden when asked to be quiet or when stderr is no terminal.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar over `len` units named `unit`, with `prefix` before it; hidden unless `visible`.
+pub fn bar(len: usize, prefix: &str, unit: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let template = format!(
+        "{{prefix:>12}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} ({{elapsed}} so far, ETA {{eta}})"
+    );
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    ProgressBar::new(len as u64)
+        .with_style(style)
+        .with_prefix(prefix.to_string())
+}

@@ -1,0 +1,111 @@
+//! The `feelings` binary: exit codes and messages a user sees.
+
+use std::process::Command;
+
+use crate::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
+
+fn feelings() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_feelings"))
+}
+
+#[test]
+fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
+    let data = dir.path().join("data.csv");
+    write_csv(&data, &reviews(64, 2));
+    let out = dir.path().join("run");
+    let run = |extra: &[&str]| {
+        feelings()
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(["--seq-len", "24", "--epochs", "1", "--threads", "1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let bad = run(&["--text-column", "body"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("data.csv") && stderr.contains("no column 'body'"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    let good = run(&[]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        stdout.contains("*1") && stdout.contains("test (6 reviews"),
+        "{stdout}"
+    );
+
+    let again = run(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds another run"));
+
+    let resumed = feelings()
+        .args(["train", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let conflicting = feelings()
+        .args(["train", "--resume"])
+        .arg(&out)
+        .args(["--lr", "1"])
+        .output()
+        .unwrap();
+    assert!(!conflicting.status.success());
+}
+
+#[test]
+fn tokens_reports_the_length_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
+    let data = dir.path().join("data.csv");
+    write_csv(&data, &reviews(10, 2));
+    let out = feelings()
+        .args(["tokens", "--json", "--data"])
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["count"], 10);
+    assert_eq!(report["truncated_share"][0], serde_json::json!([128, 0.0]));
+}
+
+#[test]
+fn asking_for_a_gpu_in_a_cpu_build_fails_clearly() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = feelings()
+        .args([
+            "train", "--data", "x.csv", "--model", "m", "--device", "cuda:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--features cuda"));
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the trainer: one test binary, one module per concern.
+
+mod cli;
+mod data;
+mod fixtures;
+mod minilm;
+mod training;

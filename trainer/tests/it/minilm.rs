@@ -1,0 +1,178 @@
+//! Checks on the real pretrained MiniLM-L6 shipped in ../shared.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use feelings_core::{ReviewEncoder, Truncation};
+use feelings_trainer::batch::make_batch;
+use feelings_trainer::bert::Bert;
+use feelings_trainer::data::{load_dataset, DataOptions};
+use feelings_trainer::model::{Classifier, Head, ModelFiles};
+use feelings_trainer::settings::TrainSettings;
+use feelings_trainer::train::{train, TrainOptions};
+use feelings_trainer::weights::{VarLoader, WeightFile};
+
+use crate::fixtures::{imdb, minilm_l6};
+
+/// A padded batch of real reviews of different lengths.
+fn review_batch(files: &ModelFiles, seq_len: usize) -> (Tensor, Tensor, Tensor) {
+    let tokenizer = std::fs::read(&files.tokenizer).unwrap();
+    let encoder = ReviewEncoder::from_bytes(&tokenizer, seq_len, Truncation::Tail).unwrap();
+    let texts = [
+        "It was really just ok. Meh.",
+        "One of the best films I have seen this year: the acting is superb and the story moving.",
+        "Terrible. I walked out after twenty minutes and I want my money back.",
+        "",
+    ];
+    let ids: Vec<Vec<u32>> = encoder
+        .encode_batch(&texts)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.ids)
+        .collect();
+    let batch = make_batch(
+        &ids,
+        &[0, 1, 0, 1],
+        &[0, 1, 2, 3],
+        encoder.pad_id(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (batch.input_ids, batch.attention_mask, batch.labels)
+}
+
+#[test]
+fn in_evaluation_the_encoder_matches_candle_transformers_bert() {
+    let files = ModelFiles::locate(&minilm_l6()).unwrap();
+    let (ids, mask, _) = review_batch(&files, 64);
+
+    let weights = WeightFile::open(&files.weights).unwrap();
+    let varmap = VarMap::new();
+    let config = files.read_config().unwrap();
+    let ours = Bert::load(&VarLoader::new(&weights, &varmap, &Device::Cpu), &config).unwrap();
+    let ours = ours.forward(&ids, &mask, None).unwrap();
+
+    let reference_config: candle_transformers::models::bert::Config =
+        serde_json::from_str(&std::fs::read_to_string(&files.config).unwrap()).unwrap();
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, &Device::Cpu).unwrap()
+    };
+    let reference =
+        candle_transformers::models::bert::BertModel::load(vb, &reference_config).unwrap();
+    let theirs = reference
+        .forward(
+            &ids,
+            &ids.zeros_like().unwrap(),
+            Some(&mask.to_dtype(DType::U32).unwrap()),
+        )
+        .unwrap();
+
+    // Compare the hidden states of real tokens (padding rows are meaningless in both).
+    let mask3 = mask
+        .unsqueeze(2)
+        .unwrap()
+        .broadcast_as(ours.shape())
+        .unwrap();
+    let diff = ((ours - theirs).unwrap().abs().unwrap() * mask3)
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "max difference {diff}");
+}
+
+#[test]
+fn one_backward_pass_reaches_every_variable() {
+    let files = ModelFiles::locate(&minilm_l6()).unwrap();
+    let (ids, mask, labels) = review_batch(&files, 32);
+    let model = Classifier::load(&files, &Device::Cpu, Head::Fresh { seed: 0 }).unwrap();
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+    let logits = model.forward(&ids, &mask, Some(&mut rng)).unwrap();
+    let grads = candle_nn::loss::cross_entropy(&logits, &labels)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let vars = model.varmap().data().lock().unwrap();
+    // 6 layers x 16 + 5 embedding tensors + 2 head tensors.
+    assert_eq!(vars.len(), 6 * 16 + 5 + 2);
+    let without: Vec<&String> = vars
+        .iter()
+        .filter(|(_, var)| {
+            grads.get(var).is_none_or(|g| {
+                g.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    == 0.0
+            })
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert!(without.is_empty(), "no gradient for {without:?}");
+}
+
+#[test]
+fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 + 2 x 16 reviews from the official training split.
+    let columns = DataOptions {
+        split_column: Some("split".into()),
+        ..DataOptions::default()
+    };
+    let all = load_dataset(&imdb(), &columns).unwrap();
+    let mut w = csv::Writer::from_path(dir.path().join("few.csv")).unwrap();
+    w.write_record(["review", "sentiment"]).unwrap();
+    for e in all.examples.iter().step_by(499).take(96) {
+        w.write_record([
+            e.text.as_str(),
+            if e.label == 1 { "positive" } else { "negative" },
+        ])
+        .unwrap();
+    }
+    w.flush().unwrap();
+    drop(all);
+
+    let mut settings = TrainSettings::new(dir.path().join("few.csv"), minilm_l6());
+    settings.seq_len = 64;
+    settings.epochs = 1;
+    settings.split.val_fraction = 1.0 / 6.0;
+    settings.split.test_fraction = 1.0 / 6.0;
+    let out = dir.path().join("run");
+    let options = TrainOptions {
+        device: Device::Cpu,
+        threads: 2,
+        progress: false,
+        stop_after: None,
+    };
+    let info = train(settings, &out, false, &options).unwrap();
+    assert_eq!(info.subsets.train, 64);
+    assert_eq!(info.epochs_completed, 1);
+
+    let checkpoint = ModelFiles::locate(&out.join("checkpoint-epoch-1")).unwrap();
+    let (ids, mask, _) = review_batch(&checkpoint, 64);
+    let reloaded = Classifier::load(&checkpoint, &Device::Cpu, Head::FromFile).unwrap();
+    let a = reloaded.forward(&ids, &mask, None).unwrap();
+    // The same weights evaluated by a fresh load of the saved file must agree; and they must
+    // differ from the base model with the same fresh head (training changed them).
+    let again = Classifier::load(&checkpoint, &Device::Cpu, Head::FromFile).unwrap();
+    let b = again.forward(&ids, &mask, None).unwrap();
+    assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    let base = Classifier::load(
+        &ModelFiles::locate(&minilm_l6()).unwrap(),
+        &Device::Cpu,
+        Head::Fresh { seed: 0 },
+    )
+    .unwrap();
+    let c = base.forward(&ids, &mask, None).unwrap();
+    let moved = (a - c)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(moved > 1e-4, "training did not change the logits");
+}

@@ -1,0 +1,392 @@
+//! Training on a tiny random BERT: learning, checkpoints, resumption, refusals.
+
+use std::path::Path;
+
+use candle_core::Device;
+use feelings_core::{ReviewEncoder, Truncation};
+use feelings_trainer::batch::make_batch;
+use feelings_trainer::model::{Classifier, Head, ModelFiles};
+use feelings_trainer::optim::{AdamW, AdamWConfig};
+use feelings_trainer::run_dir::{EpochRecord, RunDir, BEST_FILE, METRICS_FILE};
+use feelings_trainer::settings::{RunStatus, TrainSettings};
+use feelings_trainer::train::{resume, train, TrainOptions};
+
+use crate::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
+
+fn options(stop_after: Option<usize>) -> TrainOptions {
+    TrainOptions {
+        device: Device::Cpu,
+        threads: 1,
+        progress: false,
+        stop_after,
+    }
+}
+
+fn tiny_settings(dir: &Path) -> TrainSettings {
+    let model = tiny_bert(&dir.join("model"), &TinyShape::default());
+    let data = dir.join("data.csv");
+    write_csv(&data, &reviews(96, 3));
+    let mut s = TrainSettings::new(data, model);
+    s.seq_len = 24;
+    s.batch_size = 8;
+    s.epochs = 3;
+    s.patience = None;
+    s.optimizer.lr = 3e-3;
+    s
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut all: Vec<(String, Vec<f32>)> = candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn loss_falls_on_a_fixed_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = ModelFiles::locate(&tiny_bert(dir.path(), &TinyShape::default())).unwrap();
+    let model = Classifier::load(&files, &Device::Cpu, Head::Fresh { seed: 1 }).unwrap();
+    let tokenizer = std::fs::read(&files.tokenizer).unwrap();
+    let encoder = ReviewEncoder::from_bytes(&tokenizer, 32, Truncation::Tail).unwrap();
+    let rows = reviews(16, 5);
+    let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let ids: Vec<Vec<u32>> = encoder
+        .encode_batch(&texts)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.ids)
+        .collect();
+    let labels: Vec<u32> = rows.iter().map(|r| u32::from(r.1 == "positive")).collect();
+    let batch = make_batch(&ids, &labels, &(0..16).collect::<Vec<_>>(), 0, &Device::Cpu).unwrap();
+    let config = AdamWConfig {
+        lr: 1e-2,
+        ..AdamWConfig::default()
+    };
+    let mut opt = AdamW::new(model.varmap(), config).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..25 {
+        let logits = model
+            .forward(&batch.input_ids, &batch.attention_mask, None)
+            .unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels).unwrap();
+        losses.push(loss.to_scalar::<f32>().unwrap());
+        opt.step(&loss.backward().unwrap(), 1e-2).unwrap();
+    }
+    assert!(
+        losses[24] < 0.5 * losses[0],
+        "loss did not fall: {losses:?}"
+    );
+}
+
+#[test]
+fn a_run_writes_checkpoints_metrics_and_the_best_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tiny_settings(dir.path());
+    let out = dir.path().join("run");
+    let info = train(settings, &out, false, &options(None)).unwrap();
+    assert_eq!(info.status, RunStatus::Finished);
+    assert_eq!(info.epochs_completed, 3);
+    let test = info.test.as_ref().expect("test metrics once finished");
+    assert_eq!(test.count, 10);
+    for epoch in 1..=3 {
+        let cp = out.join(format!("checkpoint-epoch-{epoch}"));
+        for file in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "checkpoint.json",
+        ] {
+            assert!(
+                cp.join(file).is_file(),
+                "{} missing",
+                cp.join(file).display()
+            );
+        }
+        // Only the newest checkpoint keeps the optimiser state.
+        assert_eq!(cp.join("optimizer.safetensors").exists(), epoch == 3);
+    }
+    let metrics = std::fs::read_to_string(out.join(METRICS_FILE)).unwrap();
+    let rows: Vec<EpochRecord> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(rows[2].train_loss < rows[0].train_loss, "{rows:?}");
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(BEST_FILE)).unwrap()).unwrap();
+    let best_epoch = best["epoch"].as_u64().unwrap() as usize;
+    let lowest = rows
+        .iter()
+        .min_by(|a, b| a.validation.loss.total_cmp(&b.validation.loss))
+        .unwrap();
+    assert_eq!(best_epoch, lowest.epoch);
+    assert_eq!(Some(best_epoch), info.best_epoch);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["settings"]["seed"], 42);
+    assert_eq!(run["data_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(run["subsets"]["train"], 76);
+}
+
+#[test]
+fn early_stopping_ends_the_run_when_validation_stops_improving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(dir.path());
+    // A learning rate this high makes the validation loss worse after the first epoch.
+    settings.optimizer.lr = 0.5;
+    settings.optimizer.max_grad_norm = 1e6;
+    settings.epochs = 6;
+    settings.patience = Some(1);
+    let info = train(settings, &dir.path().join("run"), false, &options(None)).unwrap();
+    let records = RunDir::open(&dir.path().join("run"))
+        .unwrap()
+        .records()
+        .unwrap();
+    assert!(records.len() < 6, "ran all {} epochs", records.len());
+    assert_eq!(info.status, RunStatus::EarlyStopped);
+    let best = info.best_epoch.unwrap();
+    assert_eq!(records.len(), best + 1);
+}
+
+#[test]
+fn resuming_after_a_kill_gives_the_same_model_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tiny_settings(dir.path());
+    let whole = dir.path().join("whole");
+    train(settings.clone(), &whole, false, &options(None)).unwrap();
+
+    let cut = dir.path().join("cut");
+    let first = train(settings, &cut, false, &options(Some(1))).unwrap();
+    assert_eq!(first.status, RunStatus::Running);
+    assert_eq!(first.epochs_completed, 1);
+    // The kill came while epoch 2 was being written: a torn temporary checkpoint is left.
+    std::fs::create_dir_all(cut.join("checkpoint-epoch-2.tmp")).unwrap();
+    std::fs::write(
+        cut.join("checkpoint-epoch-2.tmp/model.safetensors"),
+        b"torn",
+    )
+    .unwrap();
+    let resumed = resume(&cut, &options(None)).unwrap();
+    assert_eq!(resumed.status, RunStatus::Finished);
+    assert_eq!(resumed.epochs_completed, 3);
+    assert!(!cut.join("checkpoint-epoch-2.tmp").exists());
+
+    let a = weights(&whole.join("checkpoint-epoch-3/model.safetensors"));
+    let b = weights(&cut.join("checkpoint-epoch-3/model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{name} differs by {diff}");
+    }
+    let ra = RunDir::open(&whole).unwrap().records().unwrap();
+    let rb = RunDir::open(&cut).unwrap().records().unwrap();
+    assert!((ra[2].validation.loss - rb[2].validation.loss).abs() < 1e-5);
+    assert_eq!(ra[2].global_step, rb[2].global_step);
+}
+
+#[test]
+fn a_checkpoint_reloads_to_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(dir.path());
+    settings.epochs = 1;
+    let out = dir.path().join("run");
+    train(settings, &out, false, &options(None)).unwrap();
+    let files = ModelFiles::locate(&out.join("checkpoint-epoch-1")).unwrap();
+    let a = Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
+    let b = Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
+    let ids = candle_core::Tensor::new(&[[2u32, 4, 5, 8, 3]], &Device::Cpu).unwrap();
+    let mask = ids
+        .ones_like()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    let la = a
+        .forward(&ids, &mask, None)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let lb = b
+        .forward(&ids, &mask, None)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(la, lb);
+    // A base model has no head to reload.
+    let base = ModelFiles::locate(&dir.path().join("model")).unwrap();
+    let err = Classifier::load(&base, &Device::Cpu, Head::FromFile)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("classifier.weight"), "{err}");
+}
+
+#[test]
+fn bad_models_and_folders_are_refused_without_touching_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tiny_settings(dir.path());
+
+    // A model folder missing files.
+    let empty = dir.path().join("empty-model");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("config.json"), "{}").unwrap();
+    let mut s = settings.clone();
+    s.model = empty;
+    let err = train(s, &dir.path().join("o1"), false, &options(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("missing model.safetensors, tokenizer.json"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("o1").exists(),
+        "nothing is written for a bad model"
+    );
+
+    // Weights that do not match the configuration.
+    let wrong = tiny_bert(
+        &dir.path().join("wrong"),
+        &TinyShape {
+            hidden: 12,
+            heads: 2,
+            ..TinyShape::default()
+        },
+    );
+    let config = std::fs::read_to_string(settings.model.join("config.json")).unwrap();
+    std::fs::write(wrong.join("config.json"), config).unwrap();
+    let mut s = settings.clone();
+    s.model = wrong;
+    let err = train(s, &dir.path().join("o2"), false, &options(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains("embeddings.word_embeddings.weight")
+            && err.contains("shape"),
+        "{err}"
+    );
+
+    // A tokenizer whose vocabulary is larger than the embedding.
+    let small_vocab = tiny_bert(&dir.path().join("small-vocab"), &TinyShape::default());
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(small_vocab.join("config.json")).unwrap())
+            .unwrap();
+    config["vocab_size"] = serde_json::json!(5);
+    std::fs::write(small_vocab.join("config.json"), config.to_string()).unwrap();
+    let mut s = settings.clone();
+    s.model = small_vocab;
+    let err = train(s, &dir.path().join("o3"), false, &options(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("do not belong together"),
+        "{err}"
+    );
+
+    // A sequence length beyond the position embeddings.
+    let mut s = settings.clone();
+    s.seq_len = 65;
+    let err = train(s, &dir.path().join("o4"), false, &options(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("max_position_embeddings 64"), "{err}");
+
+    // An output folder that holds another run is refused and left as it was.
+    let out = dir.path().join("run");
+    let mut one = settings.clone();
+    one.epochs = 1;
+    train(one.clone(), &out, false, &options(None)).unwrap();
+    let before = std::fs::read(out.join("checkpoint-epoch-1/model.safetensors")).unwrap();
+    let err = train(one.clone(), &out, false, &options(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("holds another run")
+            && err.contains("--resume")
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(out.join("checkpoint-epoch-1/model.safetensors")).unwrap()
+    );
+    // ... unless asked to overwrite; files that are not the run's are kept.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    one.seed = 7;
+    train(one, &out, true, &options(None)).unwrap();
+    assert!(out.join("notes.txt").exists());
+    assert_ne!(
+        before,
+        std::fs::read(out.join("checkpoint-epoch-1/model.safetensors")).unwrap()
+    );
+
+    // Resuming a folder that is not a run.
+    let err = resume(&dir.path().join("model"), &options(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a run folder"), "{err}");
+}
+
+#[test]
+fn a_bert_prefixed_checkpoint_loads_like_a_plain_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = tiny_bert(&dir.path().join("plain"), &TinyShape::default());
+    let prefixed = tiny_bert(
+        &dir.path().join("prefixed"),
+        &TinyShape {
+            prefix: "bert.",
+            ..TinyShape::default()
+        },
+    );
+    let a = Classifier::load(
+        &ModelFiles::locate(&plain).unwrap(),
+        &Device::Cpu,
+        Head::Fresh { seed: 3 },
+    )
+    .unwrap();
+    let b = Classifier::load(
+        &ModelFiles::locate(&prefixed).unwrap(),
+        &Device::Cpu,
+        Head::Fresh { seed: 3 },
+    )
+    .unwrap();
+    let ids = candle_core::Tensor::new(&[[2u32, 7, 9, 3]], &Device::Cpu).unwrap();
+    let mask = ids
+        .ones_like()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    assert_eq!(
+        a.forward(&ids, &mask, None)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap(),
+        b.forward(&ids, &mask, None)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    );
+    // Unused pooler and position_ids tensors are not trained or saved.
+    let names: Vec<String> = a.varmap().data().lock().unwrap().keys().cloned().collect();
+    assert!(names
+        .iter()
+        .all(|n| !n.starts_with("pooler") && !n.contains("position_ids")));
+    assert!(names.contains(&"classifier.weight".to_string()));
+}
