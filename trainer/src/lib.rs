@@ -6,6 +6,7 @@
 //! length-bucketed [`batch`]es and writes checkpoints and [`metrics`] into a [`run_dir`].
 
 pub mod batch;
+pub mod bench;
 pub mod bert;
 pub mod data;
 pub mod device;

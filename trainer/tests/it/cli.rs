@@ -109,3 +109,62 @@ fn asking_for_a_gpu_in_a_cpu_build_fails_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--features cuda"));
 }
+
+#[test]
+fn bench_times_training_steps_at_each_sequence_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
+    let data = dir.path().join("data.csv");
+    write_csv(&data, &reviews(200, 4));
+    let out = feelings()
+        .args([
+            "bench",
+            "--json",
+            "--seq",
+            "6,8",
+            "--batch-size",
+            "4",
+            "--steps",
+            "3",
+            "--threads",
+            "1",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for (row, seq) in rows.iter().zip([6, 8]) {
+        assert_eq!(row["what"], "train_step");
+        assert_eq!(row["seq_len"], seq);
+        assert_eq!(row["all_steps_s"].as_array().unwrap().len(), 3);
+        let step = row["step_s"].as_f64().unwrap();
+        let parts = ["forward_s", "backward_s", "optimizer_s"].map(|k| row[k].as_f64().unwrap());
+        assert!(
+            step > 0.0 && parts.iter().all(|p| *p > 0.0 && *p <= step),
+            "{row}"
+        );
+        assert!(row["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    }
+    // Asking for longer reviews than the data has is an error, not a hang.
+    let too_long = feelings()
+        .args(["bench", "--seq", "60", "--steps", "50", "--data"])
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(!too_long.status.success());
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("reach 60 tokens"));
+}

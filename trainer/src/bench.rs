@@ -1,0 +1,132 @@
+//! Timing fine-tuning steps on real reviews: the numbers behind "seconds per step".
+
+use std::time::Instant;
+
+use candle_core::Device;
+use feelings_core::{ReviewEncoder, Truncation};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::batch::make_batch;
+use crate::error::{Error, Result};
+use crate::model::{Classifier, Head, ModelFiles};
+use crate::optim::{AdamW, AdamWConfig};
+
+/// Timings of one training configuration, medians over the timed steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    /// Tokens per review (every review has exactly this many).
+    pub seq_len: usize,
+    /// Reviews per step.
+    pub batch_size: usize,
+    /// Timed steps (after the warm-up ones).
+    pub steps: usize,
+    /// Median seconds per whole step.
+    pub step_s: f64,
+    /// Median seconds of the forward pass and loss.
+    pub forward_s: f64,
+    /// Median seconds of the backward pass.
+    pub backward_s: f64,
+    /// Median seconds of the optimiser update.
+    pub optimizer_s: f64,
+    /// Reviews per second at the median step time.
+    pub reviews_per_s: f64,
+    /// Every timed step, seconds.
+    pub all_steps_s: Vec<f64>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Times `warmup + steps` training steps (forward with drop-out, cross-entropy, backward,
+/// AdamW) of the classifier built on `files`, on batches of `texts` that are each at least
+/// `seq_len` tokens long, so every batch is exactly `batch_size x seq_len` (as the PyTorch
+/// peer pads to).
+pub fn time_train_steps(
+    files: &ModelFiles,
+    texts: &[(&str, u32)],
+    seq_len: usize,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<StepTiming> {
+    let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
+    let encoder = ReviewEncoder::from_bytes(&tokenizer, seq_len, Truncation::Tail)?;
+    let needed = batch_size * (warmup + steps);
+    let mut ids = Vec::with_capacity(needed);
+    let mut labels = Vec::with_capacity(needed);
+    for chunk in texts.chunks(256) {
+        let batch: Vec<&str> = chunk.iter().map(|t| t.0).collect();
+        for (encoded, (_, label)) in encoder.encode_batch(&batch)?.into_iter().zip(chunk) {
+            if encoded.ids.len() == seq_len && ids.len() < needed {
+                ids.push(encoded.ids);
+                labels.push(*label);
+            }
+        }
+        if ids.len() == needed {
+            break;
+        }
+    }
+    if ids.len() < needed {
+        return Err(Error::Setting(format!(
+            "only {} reviews reach {seq_len} tokens; {needed} are needed",
+            ids.len()
+        )));
+    }
+    let model = Classifier::load(files, device, Head::Fresh { seed: 0 })?;
+    let mut optimizer = AdamW::new(model.varmap(), AdamWConfig::default())?;
+    let mut rng = SmallRng::seed_from_u64(0);
+    let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);
+    for (i, indices) in (0..needed)
+        .collect::<Vec<_>>()
+        .chunks(batch_size)
+        .enumerate()
+    {
+        let start = Instant::now();
+        let batch = make_batch(&ids, &labels, indices, encoder.pad_id(), device)?;
+        let logits = model.forward(&batch.input_ids, &batch.attention_mask, Some(&mut rng))?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+        loss.to_scalar::<f32>()?;
+        let forward_done = Instant::now();
+        let grads = loss.backward()?;
+        let backward_done = Instant::now();
+        optimizer.step(&grads, 2e-5)?;
+        device.synchronize()?;
+        let end = Instant::now();
+        if i >= warmup {
+            total.push((end - start).as_secs_f64());
+            forward.push((forward_done - start).as_secs_f64());
+            backward.push((backward_done - forward_done).as_secs_f64());
+            update.push((end - backward_done).as_secs_f64());
+        }
+    }
+    let step_s = median(&total);
+    Ok(StepTiming {
+        seq_len,
+        batch_size,
+        steps,
+        step_s,
+        forward_s: median(&forward),
+        backward_s: median(&backward),
+        optimizer_s: median(&update),
+        reviews_per_s: batch_size as f64 / step_s,
+        all_steps_s: total,
+    })
+}
+
+/// The peak resident memory of this process so far, in MiB (Linux; `None` elsewhere).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
