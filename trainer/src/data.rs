@@ -102,19 +102,26 @@ pub fn load_dataset(path: &Path, options: &DataOptions) -> Result<Dataset> {
     resolve(path, rows, options)
 }
 
-/// Reads a whole file as UTF-8, decompressing gzip when the file starts with its magic bytes.
+/// Opens `path` for reading, decompressing gzip when the file starts with its magic bytes.
+pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let reader = head.chain(file);
+    if magic[..n] == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+/// Reads a whole file as UTF-8, decompressing gzip.
 fn read_text(path: &Path) -> Result<String> {
     let mut raw = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::data(path, format!("not a valid gzip file: {e}")))?;
-        raw = out;
-    }
+    open_maybe_gzip(path)?
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::data(path, format!("cannot read: {e}")))?;
     String::from_utf8(raw).map_err(|e| {
         Error::data(
             path,

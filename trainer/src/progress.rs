@@ -17,3 +17,16 @@ pub fn bar(len: usize, prefix: &str, unit: &str, visible: bool) -> ProgressBar {
         .with_style(style)
         .with_prefix(prefix.to_string())
 }
+
+/// A counter for work of unknown length (rows streamed from a file).
+pub fn spinner(prefix: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let style =
+        ProgressStyle::with_template("{prefix:>12} {spinner} {pos} rows ({per_sec}, {elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    ProgressBar::new_spinner()
+        .with_style(style)
+        .with_prefix(prefix.to_string())
+}

@@ -2,11 +2,20 @@
 //!
 //! Everything that must behave the same in training and in every deployment lives here, once:
 //! how a review is cleaned and cut to the model's sequence length ([`ReviewEncoder`],
-//! [`Truncation`]) and what the two classes are called ([`Labels`]). The trainer depends on this
-//! crate, so what a model was trained on is exactly what it is later asked about.
+//! [`Truncation`]), what the two classes are called ([`Labels`]), what a model bundle holds
+//! ([`Manifest`]) and what a prediction looks like ([`Prediction`]). [`Classifier`] loads a
+//! bundle from bytes (no filesystem needed) and runs it with tract, natively and in
+//! WebAssembly alike. The trainer depends on this crate, so what a model was trained on is
+//! exactly what it is later asked about.
 
+mod bundle;
+mod classifier;
 mod encode;
 mod labels;
+pub mod manifest;
 
+pub use bundle::{Bundle, BundleError};
+pub use classifier::{Classifier, ClassifyError};
 pub use encode::{clean_review, EncodeError, EncodedReview, ReviewEncoder, Truncation};
 pub use labels::Labels;
+pub use manifest::{Manifest, Prediction};

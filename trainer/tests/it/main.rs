@@ -2,6 +2,7 @@
 
 mod cli;
 mod data;
+mod export;
 mod fixtures;
 mod minilm;
 mod training;

@@ -11,7 +11,7 @@ use feelings_trainer::settings::TrainSettings;
 use feelings_trainer::train::{train, TrainOptions};
 use feelings_trainer::weights::{VarLoader, WeightFile};
 
-use crate::fixtures::{imdb, minilm_l6};
+use crate::fixtures::{imdb, minilm_l6, onnxruntime_logits};
 
 /// A padded batch of real reviews of different lengths.
 fn review_batch(files: &ModelFiles, seq_len: usize) -> (Tensor, Tensor, Tensor) {
@@ -175,4 +175,106 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
         .to_scalar::<f32>()
         .unwrap();
     assert!(moved > 1e-4, "training did not change the logits");
+}
+
+#[test]
+fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = load_dataset(
+        &imdb(),
+        &DataOptions {
+            split_column: Some("split".into()),
+            ..DataOptions::default()
+        },
+    )
+    .unwrap();
+    let mut w = csv::Writer::from_path(dir.path().join("few.csv")).unwrap();
+    w.write_record(["review", "sentiment"]).unwrap();
+    for e in all.examples.iter().step_by(1999).take(24) {
+        w.write_record([
+            e.text.as_str(),
+            if e.label == 1 { "positive" } else { "negative" },
+        ])
+        .unwrap();
+    }
+    w.flush().unwrap();
+    let mut settings = TrainSettings::new(dir.path().join("few.csv"), minilm_l6());
+    settings.epochs = 1;
+    settings.split.val_fraction = 1.0 / 6.0;
+    settings.split.test_fraction = 1.0 / 6.0;
+    let options = TrainOptions {
+        device: Device::Cpu,
+        threads: 2,
+        progress: false,
+        stop_after: None,
+    };
+    train(settings, &dir.path().join("run"), false, &options).unwrap();
+    let exported = feelings_trainer::export::export_bundle(
+        &dir.path().join("run"),
+        &dir.path().join("bundle"),
+        false,
+        &feelings_trainer::export::ExportOptions {
+            epoch: None,
+            precision: feelings_trainer::onnx::Precision::F32,
+            threshold: 0.5,
+            name: None,
+        },
+    )
+    .unwrap();
+    let core = feelings_core::Classifier::new(&exported.bundle).unwrap();
+    let texts: Vec<&str> = all
+        .examples
+        .iter()
+        .skip(25_000)
+        .step_by(125)
+        .take(200)
+        .map(|e| e.text.as_str())
+        .collect();
+    let ids: Vec<Vec<u32>> = core
+        .encoder()
+        .encode_batch(&texts)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.ids)
+        .collect();
+    assert!(
+        ids.iter().any(|s| s.len() == 256),
+        "some reviews fill the sequence"
+    );
+    let tract = core.logits(&ids).unwrap();
+    let model = Classifier::load(
+        &ModelFiles::locate(&exported.checkpoint).unwrap(),
+        &Device::Cpu,
+        Head::FromFile,
+    )
+    .unwrap();
+    let mut worst = 0f32;
+    for chunk in (0..ids.len()).collect::<Vec<_>>().chunks(16) {
+        let batch = make_batch(&ids, &vec![0; ids.len()], chunk, 0, &Device::Cpu).unwrap();
+        let candle = model
+            .forward(&batch.input_ids, &batch.attention_mask, None)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (row, &i) in candle.iter().zip(chunk) {
+            for k in 0..2 {
+                worst = worst.max((row[k] - tract[i][k]).abs());
+            }
+            let candle_positive = row[1] > row[0];
+            let tract_positive = tract[i][1] > tract[i][0];
+            assert_eq!(
+                candle_positive, tract_positive,
+                "review {i} decided differently"
+            );
+        }
+    }
+    assert!(worst <= 1e-4, "largest logit difference {worst}");
+    if let Some(ort) = onnxruntime_logits(&dir.path().join("bundle/model.onnx"), &ids, 0) {
+        let gap = ort
+            .iter()
+            .zip(&tract)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max);
+        assert!(gap <= 1e-4, "onnxruntime vs tract: {gap}");
+    }
 }

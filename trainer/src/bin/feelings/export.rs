@@ -1,0 +1,83 @@
+//! `feelings export`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use feelings_trainer::export::{export_bundle, ExportOptions};
+use feelings_trainer::onnx::Precision;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A run folder (its best checkpoint is exported) or one of its checkpoint-epoch-N folders.
+    run: PathBuf,
+    /// The bundle folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Export this epoch instead of the best one.
+    #[arg(long)]
+    epoch: Option<usize>,
+    /// Weight storage: f32 as trained, or int8 (a quarter of the size, for the web).
+    #[arg(long, value_enum, default_value = "f32")]
+    quantize: QuantizeArg,
+    /// Probability of positive from which a review is called positive.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// The model's name in the manifest [default: the output folder's name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Replace a bundle already in --out.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantizeArg {
+    F32,
+    Int8,
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.threshold) {
+        anyhow::bail!("--threshold must be between 0 and 1");
+    }
+    let options = ExportOptions {
+        epoch: args.epoch,
+        precision: match args.quantize {
+            QuantizeArg::F32 => Precision::F32,
+            QuantizeArg::Int8 => Precision::Int8,
+        },
+        threshold: args.threshold,
+        name: args.name,
+    };
+    let exported = export_bundle(&args.run, &args.out, args.overwrite, &options)?;
+    let m = &exported.bundle.manifest;
+    println!(
+        "exported {} as '{}' to {}",
+        exported.checkpoint.display(),
+        m.name,
+        args.out.display()
+    );
+    println!(
+        "  model.onnx {:.1} MB ({:?} weights), tokenizer.json {:.1} MB",
+        exported.bundle.model.len() as f64 / 1e6,
+        m.weights,
+        exported.bundle.tokenizer.len() as f64 / 1e6
+    );
+    println!(
+        "  sequence length {}, truncation {}, threshold {}, labels {}/{}",
+        m.max_seq_len, m.truncation, m.threshold, m.labels.negative, m.labels.positive
+    );
+    println!(
+        "  largest logit difference to candle on check reviews: {:.2e}",
+        exported.max_logit_difference
+    );
+    if let Some(t) = &m.test_metrics {
+        println!(
+            "  test accuracy {:.2} % on {} reviews",
+            100.0 * t.accuracy,
+            t.count
+        );
+    }
+    Ok(())
+}

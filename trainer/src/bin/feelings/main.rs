@@ -1,0 +1,109 @@
+//! `feelings`: fine-tune BERT on labelled movie reviews, export the model, classify reviews.
+
+mod bench;
+mod export;
+mod predict;
+mod tokens;
+mod train;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use feelings_trainer::data::DataOptions;
+
+use bench::BenchArgs;
+use export::ExportArgs;
+use predict::PredictArgs;
+use tokens::TokensArgs;
+use train::TrainArgs;
+
+/// Movie review feelings: fine-tune BERT to tell positive from negative reviews.
+#[derive(Parser)]
+#[command(name = "feelings", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fine-tune a BERT checkpoint; writes a checkpoint per epoch, the best one marked
+    /// (best.json), metrics.jsonl and run.json into the output folder.
+    Train(Box<TrainArgs>),
+    /// Print the token-length distribution of a dataset and how much 128/256/512 tokens cut.
+    Tokens(TokensArgs),
+    /// Time fine-tuning steps (forward, backward, AdamW) on real reviews of exactly --seq tokens.
+    Bench(BenchArgs),
+    /// Turn a run's best (or chosen) checkpoint into a deployable bundle: model.onnx,
+    /// tokenizer.json and feelings.json.
+    Export(ExportArgs),
+    /// Classify reviews with a bundle, through the same inference core that is deployed.
+    Predict(PredictArgs),
+}
+
+/// Which columns of the labelled reviews hold what.
+#[derive(Args)]
+pub struct DataArgs {
+    /// Column (or JSON field) holding the review text.
+    #[arg(long, default_value = "review")]
+    pub text_column: String,
+    /// Column (or JSON field) holding the label.
+    #[arg(long, default_value = "sentiment")]
+    pub label_column: String,
+    /// Label value of the positive class; the other value found is the negative class.
+    #[arg(long, default_value = "positive")]
+    pub positive: String,
+    /// Refuse rows with an empty text instead of skipping them.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+impl DataArgs {
+    pub fn options(&self, split_column: Option<String>) -> DataOptions {
+        DataOptions {
+            text_column: self.text_column.clone(),
+            label_column: self.label_column.clone(),
+            positive: self.positive.clone(),
+            split_column,
+            strict: self.strict,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct HardwareArgs {
+    /// `cpu`, or `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Train(args) => train::run(*args),
+        Command::Tokens(args) => tokens::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Predict(args) => predict::run(args),
+    }
+}
+
+/// Sets the CPU thread count for candle's kernels before any of them starts.
+pub fn set_threads(threads: Option<usize>) -> usize {
+    let n = threads
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Safe: called first thing, before any other thread exists.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    n
+}

@@ -1,0 +1,112 @@
+//! `feelings predict`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use feelings_core::{Bundle, Classifier};
+use feelings_trainer::predict::predict_csv;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The model bundle folder (made by `feelings export`).
+    bundle: PathBuf,
+    /// Reviews to classify (or use --file).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    texts: Vec<String>,
+    /// A CSV file (plain or .gz) of reviews to classify.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Where to write the CSV with `label` and `score` added [default: standard output].
+    #[arg(long, requires = "file")]
+    out: Option<PathBuf>,
+    /// The column of --file holding the text.
+    #[arg(long, default_value = "review")]
+    text_column: String,
+    /// A column of --file with the true label: accuracy is reported if it exists.
+    #[arg(long, default_value = "sentiment")]
+    label_column: String,
+    /// One JSON object per review instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    let bundle = Bundle::read_dir(&args.bundle)
+        .with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let classifier =
+        Classifier::new(&bundle).with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let Some(file) = &args.file else {
+        let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+        for (text, p) in texts.iter().zip(classifier.classify_batch(&texts)?) {
+            if args.json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                let cut = if p.truncated { " (truncated)" } else { "" };
+                println!(
+                    "{}  p(positive) = {:.4}  threshold {}{cut}  {}",
+                    p.label,
+                    p.score,
+                    p.threshold,
+                    preview(text)
+                );
+            }
+        }
+        return Ok(());
+    };
+    let bar = feelings_trainer::progress::spinner("classifying", std::io::stderr().is_terminal());
+    let summary = match &args.out {
+        Some(out) => {
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(out).with_context(|| out.display().to_string())?,
+            );
+            predict_csv(
+                &classifier,
+                file,
+                &mut w,
+                &args.text_column,
+                Some(&args.label_column),
+                |n| bar.set_position(n as u64),
+            )?
+        }
+        None => {
+            let mut w = std::io::stdout().lock();
+            predict_csv(
+                &classifier,
+                file,
+                &mut w,
+                &args.text_column,
+                Some(&args.label_column),
+                |n| bar.set_position(n as u64),
+            )?
+        }
+    };
+    bar.finish_and_clear();
+    eprintln!(
+        "{} reviews classified, {} truncated to {} tokens",
+        summary.rows,
+        summary.truncated,
+        classifier.manifest().max_seq_len
+    );
+    if summary.labelled > 0 {
+        eprintln!(
+            "accuracy against '{}': {:.2} % ({} of {})",
+            args.label_column,
+            100.0 * summary.correct as f64 / summary.labelled as f64,
+            summary.correct,
+            summary.labelled
+        );
+    }
+    Ok(())
+}
+
+/// The first words of a review, for the one-line output.
+fn preview(text: &str) -> String {
+    let short: String = text.chars().take(60).collect();
+    if short.len() < text.len() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
