@@ -130,3 +130,111 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// Latency of the inference core on batches of reviews of exactly `seq_len` tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct InferTiming {
+    /// Tokens per review.
+    pub seq_len: usize,
+    /// Reviews per call.
+    pub batch_size: usize,
+    /// Timed calls (after the warm-up ones).
+    pub runs: usize,
+    /// Median milliseconds per call.
+    pub median_ms: f64,
+    /// 90th-percentile milliseconds per call.
+    pub p90_ms: f64,
+    /// Median milliseconds per review.
+    pub ms_per_review: f64,
+    /// Reviews per second at the median.
+    pub reviews_per_s: f64,
+}
+
+/// Times `warmup + runs` calls of `core` on batches of `batch_size` reviews from `texts` that
+/// reach `seq_len` tokens (so, as for the ONNX Runtime peer, every call is exactly
+/// `batch_size x seq_len`); only the model call is timed, not tokenisation.
+pub fn time_inference(
+    core: &feelings_core::Classifier,
+    texts: &[&str],
+    batch_size: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<InferTiming> {
+    let seq_len = core.manifest().max_seq_len;
+    let needed = batch_size * (warmup + runs);
+    let mut ids = Vec::with_capacity(needed);
+    for chunk in texts.chunks(256) {
+        for encoded in core.encoder().encode_batch(chunk)? {
+            if encoded.ids.len() == seq_len && ids.len() < needed {
+                ids.push(encoded.ids);
+            }
+        }
+        if ids.len() == needed {
+            break;
+        }
+    }
+    if ids.len() < needed {
+        return Err(Error::Setting(format!(
+            "only {} reviews reach {seq_len} tokens; {needed} are needed",
+            ids.len()
+        )));
+    }
+    let mut times = Vec::with_capacity(runs);
+    for (i, batch) in ids.chunks(batch_size).enumerate() {
+        let start = Instant::now();
+        core.logits(batch)
+            .map_err(|e| Error::Setting(e.to_string()))?;
+        if i >= warmup {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let median_ms = median(&times);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p90_ms = sorted[((sorted.len() - 1) as f64 * 0.9).round() as usize];
+    Ok(InferTiming {
+        seq_len,
+        batch_size,
+        runs,
+        median_ms,
+        p90_ms,
+        ms_per_review: median_ms / batch_size as f64,
+        reviews_per_s: 1000.0 * batch_size as f64 / median_ms,
+    })
+}
+
+/// Runs the ONNX Runtime peer (`ort_infer.py` from the peers folder) on the same model file,
+/// sequence length, batch size and threads; returns its JSON line.
+pub fn onnxruntime_peer(
+    python: &str,
+    peers: &std::path::Path,
+    model: &std::path::Path,
+    seq_len: usize,
+    batch_size: usize,
+    threads: usize,
+    runs: usize,
+) -> Result<serde_json::Value> {
+    let script = peers.join("ort_infer.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(model)
+        .args([
+            "--seq",
+            &seq_len.to_string(),
+            "--batch",
+            &batch_size.to_string(),
+        ])
+        .args(["--threads", &threads.to_string(), "--n", &runs.to_string()])
+        .output()
+        .map_err(|e| Error::io(&script, e))?;
+    if !out.status.success() {
+        return Err(Error::Setting(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .map_err(|e| Error::Setting(format!("{}: not one JSON line: {e}", script.display())))
+}

@@ -168,3 +168,105 @@ fn bench_times_training_steps_at_each_sequence_length() {
     assert!(!too_long.status.success());
     assert!(String::from_utf8_lossy(&too_long.stderr).contains("reach 60 tokens"));
 }
+
+#[test]
+fn export_then_predict_texts_and_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
+    let data = dir.path().join("data.csv");
+    write_csv(&data, &reviews(64, 2));
+    let run = dir.path().join("run");
+    let trained = feelings()
+        .args(["train", "--seq-len", "24", "--epochs", "1", "--data"])
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let bundle = dir.path().join("bundle");
+    let exported = feelings()
+        .arg("export")
+        .arg(&run)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(String::from_utf8_lossy(&exported.stdout).contains("largest logit difference"));
+
+    let one = feelings()
+        .arg("predict")
+        .arg(&bundle)
+        .args([
+            "--json",
+            "the movie was great",
+            "the plot was awful and boring",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&one.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for p in &lines {
+        let score = p["score"].as_f64().unwrap();
+        let expected = if score >= 0.5 { "positive" } else { "negative" };
+        assert_eq!(p["label"], expected);
+        assert_eq!(p["threshold"], 0.5);
+    }
+
+    let predictions = dir.path().join("predictions.csv");
+    let file = feelings()
+        .arg("predict")
+        .arg(&bundle)
+        .arg("--file")
+        .arg(&data)
+        .arg("--out")
+        .arg(&predictions)
+        .output()
+        .unwrap();
+    assert!(
+        file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&file.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&file.stderr);
+    assert!(
+        stderr.contains("64 reviews classified") && stderr.contains("accuracy against 'sentiment'"),
+        "{stderr}"
+    );
+    let mut reader = csv::Reader::from_path(&predictions).unwrap();
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["review", "sentiment", "label", "score"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 64);
+    assert_eq!(&rows[0][0], reviews(64, 2)[0].0.as_str());
+
+    let missing = feelings()
+        .arg("predict")
+        .arg(dir.path().join("nope"))
+        .arg("hi")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("feelings.json"));
+}

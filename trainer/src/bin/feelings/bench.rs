@@ -2,34 +2,54 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
+use feelings_core::manifest::MODEL_FILE;
+use feelings_core::{Bundle, Classifier as Core};
 use feelings_trainer::data::{load_dataset, DataOptions};
 use feelings_trainer::model::ModelFiles;
 use feelings_trainer::{bench, device};
+use serde_json::json;
 
 use crate::{set_threads, HardwareArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Labelled reviews to time on (their `train` split when a `split` column exists).
+    /// Labelled reviews: training steps use the `train` split, inference the `test` split
+    /// (all rows when there is no `split` column).
     #[arg(long)]
     data: PathBuf,
-    /// Base model folder.
+    /// Time fine-tuning steps of this base model.
+    #[arg(long, required_unless_present = "bundle")]
+    model: Option<PathBuf>,
+    /// Time inference of this model bundle (at its sequence length).
     #[arg(long)]
-    model: PathBuf,
-    /// Sequence lengths to time, comma-separated.
+    bundle: Option<PathBuf>,
+    /// Sequence lengths of the training steps, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "128,256")]
     seq: Vec<usize>,
-    /// Reviews per step.
+    /// Reviews per training step.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Timed steps per sequence length (the median is reported).
+    /// Batch sizes of the inference calls, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    infer_batch: Vec<usize>,
+    /// Timed training steps per sequence length (the median is reported).
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Untimed steps first.
+    /// Timed inference calls per batch size.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Untimed steps or calls first.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Folder of the peer benchmark scripts; ONNX Runtime is run on the bundle's model.onnx in
+    /// the same invocation when given.
+    #[arg(long)]
+    peers: Option<PathBuf>,
+    /// The Python with onnxruntime and tokenizers for the peers.
+    #[arg(long, default_value = "python3")]
+    python: String,
     /// Print one JSON object per measurement.
     #[arg(long)]
     json: bool,
@@ -37,56 +57,107 @@ pub struct BenchArgs {
     hardware: HardwareArgs,
 }
 
+fn texts_of(dataset: &feelings_trainer::data::Dataset, split: &str) -> Vec<(String, u32)> {
+    dataset
+        .examples
+        .iter()
+        .filter(|e| e.split.as_deref().is_none_or(|s| s == split))
+        .map(|e| (e.text.clone(), e.label))
+        .collect()
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     let threads = set_threads(args.hardware.threads);
     let device = device::parse_device(&args.hardware.device)?;
-    let files = ModelFiles::locate(&args.model)?;
     let columns = DataOptions {
         split_column: Some("split".into()),
         ..DataOptions::default()
     };
     let dataset = load_dataset(&args.data, &columns)
         .or_else(|_| load_dataset(&args.data, &DataOptions::default()))?;
-    let texts: Vec<(&str, u32)> = dataset
-        .examples
-        .iter()
-        .filter(|e| e.split.as_deref().is_none_or(|s| s == "train"))
-        .map(|e| (e.text.as_str(), e.label))
-        .collect();
-    if !args.json {
-        println!(
-            "training step, batch {}, {threads} threads, {:?}",
-            args.batch_size, device
-        );
-        println!("  seq  step s  forward s  backward s  optimiser s  reviews/s");
-    }
-    for &seq in &args.seq {
-        let t = bench::time_train_steps(
-            &files,
-            &texts,
-            seq,
-            args.batch_size,
-            args.warmup,
-            args.steps,
-            &device,
-        )?;
-        if args.json {
+    let mut rows = Vec::new();
+    if let Some(model) = &args.model {
+        let files = ModelFiles::locate(model)?;
+        let train = texts_of(&dataset, "train");
+        let texts: Vec<(&str, u32)> = train.iter().map(|(t, l)| (t.as_str(), *l)).collect();
+        for &seq in &args.seq {
+            let t = bench::time_train_steps(
+                &files,
+                &texts,
+                seq,
+                args.batch_size,
+                args.warmup,
+                args.steps,
+                &device,
+            )?;
             let mut row = serde_json::to_value(&t)?;
             row["what"] = "train_step".into();
-            row["threads"] = threads.into();
-            row["peak_rss_mib"] = bench::peak_rss_mib().into();
-            println!("{row}");
-        } else {
-            println!(
-                "  {:>3} {:>7.2} {:>10.2} {:>11.2} {:>12.2} {:>10.2}",
-                t.seq_len, t.step_s, t.forward_s, t.backward_s, t.optimizer_s, t.reviews_per_s
-            );
+            rows.push(row);
         }
     }
-    if !args.json {
-        if let Some(peak) = bench::peak_rss_mib() {
-            println!("peak memory (RSS): {peak:.0} MiB");
+    if let Some(dir) = &args.bundle {
+        let core = Core::new(&Bundle::read_dir(dir)?)?;
+        let test = texts_of(&dataset, "test");
+        let texts: Vec<&str> = test.iter().map(|(t, _)| t.as_str()).collect();
+        for &batch in &args.infer_batch {
+            let t = bench::time_inference(&core, &texts, batch, args.warmup, args.runs)?;
+            let mut row = json!({"what": "infer", "seq": t.seq_len, "batch": batch, "ours_ms": t.median_ms,
+                                 "ours_ms_per_review": t.ms_per_review, "ours_p90_ms": t.p90_ms});
+            if let Some(peers) = &args.peers {
+                let peer = bench::onnxruntime_peer(
+                    &args.python,
+                    peers,
+                    &dir.join(MODEL_FILE),
+                    t.seq_len,
+                    batch,
+                    threads,
+                    args.runs,
+                )?;
+                let Some(peer_ms) = peer["median_ms"].as_f64() else {
+                    bail!("the ONNX Runtime peer printed no median_ms: {peer}");
+                };
+                row["peer"] =
+                    format!("onnxruntime {}", peer["version"].as_str().unwrap_or("?")).into();
+                row["peer_ms"] = peer_ms.into();
+                row["ratio"] = (t.median_ms / peer_ms).into();
+            }
+            rows.push(row);
         }
+    }
+    for row in rows.iter_mut() {
+        row["threads"] = threads.into();
+        row["peak_rss_mib"] = bench::peak_rss_mib().into();
+    }
+    if args.json {
+        for row in &rows {
+            println!("{row}");
+        }
+        return Ok(());
+    }
+    println!("{threads} threads, {device:?}");
+    for row in &rows {
+        match row["what"].as_str() {
+            Some("train_step") => println!(
+                "train step  seq {:>3} batch {:>2}: {:>6.2} s/step (forward {:.2}, backward {:.2}, optimiser {:.2}), {:.2} reviews/s",
+                row["seq_len"], row["batch_size"], row["step_s"].as_f64().unwrap_or(0.0),
+                row["forward_s"].as_f64().unwrap_or(0.0), row["backward_s"].as_f64().unwrap_or(0.0),
+                row["optimizer_s"].as_f64().unwrap_or(0.0), row["reviews_per_s"].as_f64().unwrap_or(0.0)
+            ),
+            _ => {
+                let peer = match (row["peer_ms"].as_f64(), row["ratio"].as_f64()) {
+                    (Some(p), Some(r)) => format!(" | {} {p:.1} ms | ours/peer {r:.2}", row["peer"].as_str().unwrap_or("")),
+                    _ => String::new(),
+                };
+                println!(
+                    "inference   seq {:>3} batch {:>2}: tract {:>7.1} ms/call ({:.1} ms/review){peer}",
+                    row["seq"], row["batch"], row["ours_ms"].as_f64().unwrap_or(0.0),
+                    row["ours_ms_per_review"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    if let Some(peak) = bench::peak_rss_mib() {
+        println!("peak memory of feelings (RSS): {peak:.0} MiB");
     }
     Ok(())
 }
