@@ -35,6 +35,9 @@ pub struct ExportOptions {
     pub threshold: f32,
     /// The model's name in the manifest; the output folder's name if `None`.
     pub name: Option<String>,
+    /// Tokens the deployed model reads; the training sequence length if `None`. Positions
+    /// beyond the training length keep their pretrained embeddings, not fine-tuned ones.
+    pub seq_len: Option<usize>,
 }
 
 /// What an export produced.
@@ -95,6 +98,13 @@ pub fn export_bundle(
     let files = ModelFiles::locate(&checkpoint)?;
     let model = Classifier::load(&files, &Device::Cpu, Head::FromFile)?;
     let settings = &info.settings;
+    let max_seq_len = options.seq_len.unwrap_or(settings.seq_len);
+    if max_seq_len > model.config().max_position_embeddings {
+        return Err(Error::Setting(format!(
+            "--seq-len {max_seq_len} exceeds the model's max_position_embeddings {}",
+            model.config().max_position_embeddings
+        )));
+    }
     let onnx = export(
         &model,
         options.precision,
@@ -130,7 +140,7 @@ pub fn export_bundle(
         format_version: FORMAT_VERSION,
         name,
         labels: info.labels.clone(),
-        max_seq_len: settings.seq_len,
+        max_seq_len,
         truncation: settings.truncation,
         threshold: options.threshold,
         vocab_size: model.config().vocab_size,

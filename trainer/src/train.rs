@@ -97,8 +97,11 @@ fn validate(s: &TrainSettings) -> Result<()> {
     Ok(())
 }
 
+/// The absolute, `..`-free form of a path that exists (as given, if it does not).
 fn absolute(path: &Path) -> Result<std::path::PathBuf> {
-    std::path::absolute(path).map_err(|e| Error::io(path, e))
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Encoded subsets ready for batching.

@@ -30,6 +30,7 @@ fn export_options(precision: Precision) -> ExportOptions {
         precision,
         threshold: 0.5,
         name: Some("tiny".into()),
+        seq_len: None,
     }
 }
 

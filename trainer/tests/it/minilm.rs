@@ -218,6 +218,7 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
             precision: feelings_trainer::onnx::Precision::F32,
             threshold: 0.5,
             name: None,
+            seq_len: None,
         },
     )
     .unwrap();

@@ -26,6 +26,9 @@ pub struct ExportArgs {
     /// The model's name in the manifest [default: the output folder's name].
     #[arg(long)]
     name: Option<String>,
+    /// Tokens the deployed model reads [default: the training sequence length].
+    #[arg(long)]
+    seq_len: Option<usize>,
     /// Replace a bundle already in --out.
     #[arg(long)]
     overwrite: bool,
@@ -49,6 +52,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         },
         threshold: args.threshold,
         name: args.name,
+        seq_len: args.seq_len,
     };
     let exported = export_bundle(&args.run, &args.out, args.overwrite, &options)?;
     let m = &exported.bundle.manifest;
