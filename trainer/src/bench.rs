@@ -13,6 +13,32 @@ use crate::error::{Error, Result};
 use crate::model::{Classifier, Head, ModelFiles};
 use crate::optim::{AdamW, AdamWConfig};
 
+/// The first `needed` of `texts` that fill the encoder's sequence length, as token ids, with
+/// their positions in `texts`: batches of them are exactly `batch x seq_len`, as the peers pad to.
+fn full_length(
+    encoder: &ReviewEncoder,
+    texts: &[&str],
+    needed: usize,
+) -> Result<(Vec<Vec<u32>>, Vec<usize>)> {
+    let seq_len = encoder.seq_len();
+    let (mut ids, mut picked) = (Vec::with_capacity(needed), Vec::with_capacity(needed));
+    for (c, chunk) in texts.chunks(256).enumerate() {
+        for (k, encoded) in encoder.encode_batch(chunk)?.into_iter().enumerate() {
+            if encoded.ids.len() == seq_len && ids.len() < needed {
+                ids.push(encoded.ids);
+                picked.push(c * 256 + k);
+            }
+        }
+        if ids.len() == needed {
+            return Ok((ids, picked));
+        }
+    }
+    Err(Error::Setting(format!(
+        "only {} reviews reach {seq_len} tokens; {needed} are needed",
+        ids.len()
+    )))
+}
+
 /// Timings of one training configuration, medians over the timed steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTiming {
@@ -62,26 +88,9 @@ pub fn time_train_steps(
     let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
     let encoder = ReviewEncoder::from_bytes(&tokenizer, seq_len, Truncation::Tail)?;
     let needed = batch_size * (warmup + steps);
-    let mut ids = Vec::with_capacity(needed);
-    let mut labels = Vec::with_capacity(needed);
-    for chunk in texts.chunks(256) {
-        let batch: Vec<&str> = chunk.iter().map(|t| t.0).collect();
-        for (encoded, (_, label)) in encoder.encode_batch(&batch)?.into_iter().zip(chunk) {
-            if encoded.ids.len() == seq_len && ids.len() < needed {
-                ids.push(encoded.ids);
-                labels.push(*label);
-            }
-        }
-        if ids.len() == needed {
-            break;
-        }
-    }
-    if ids.len() < needed {
-        return Err(Error::Setting(format!(
-            "only {} reviews reach {seq_len} tokens; {needed} are needed",
-            ids.len()
-        )));
-    }
+    let strings: Vec<&str> = texts.iter().map(|t| t.0).collect();
+    let (ids, picked) = full_length(&encoder, &strings, needed)?;
+    let labels: Vec<u32> = picked.iter().map(|&i| texts[i].1).collect();
     let model = Classifier::load(files, device, Head::Fresh { seed: 0 })?;
     let mut optimizer = AdamW::new(model.varmap(), AdamWConfig::default())?;
     let mut rng = SmallRng::seed_from_u64(0);
@@ -162,23 +171,7 @@ pub fn time_inference(
 ) -> Result<InferTiming> {
     let seq_len = core.manifest().max_seq_len;
     let needed = batch_size * (warmup + runs);
-    let mut ids = Vec::with_capacity(needed);
-    for chunk in texts.chunks(256) {
-        for encoded in core.encoder().encode_batch(chunk)? {
-            if encoded.ids.len() == seq_len && ids.len() < needed {
-                ids.push(encoded.ids);
-            }
-        }
-        if ids.len() == needed {
-            break;
-        }
-    }
-    if ids.len() < needed {
-        return Err(Error::Setting(format!(
-            "only {} reviews reach {seq_len} tokens; {needed} are needed",
-            ids.len()
-        )));
-    }
+    let (ids, _) = full_length(core.encoder(), texts, needed)?;
     let mut times = Vec::with_capacity(runs);
     for (i, batch) in ids.chunks(batch_size).enumerate() {
         let start = Instant::now();

@@ -13,6 +13,33 @@ use feelings_trainer::weights::{VarLoader, WeightFile};
 
 use crate::fixtures::{imdb, minilm_l6, onnxruntime_logits};
 
+/// The IMDB reviews with their official split.
+fn imdb_reviews() -> Vec<feelings_trainer::data::Example> {
+    let columns = DataOptions {
+        split_column: Some("split".into()),
+        ..DataOptions::default()
+    };
+    load_dataset(&imdb(), &columns).unwrap().examples
+}
+
+/// Writes `n` reviews spread evenly over the official `split` as a review,sentiment CSV.
+fn write_reviews(path: &std::path::Path, split: &str, n: usize) {
+    let all: Vec<_> = imdb_reviews()
+        .into_iter()
+        .filter(|e| e.split.as_deref() == Some(split))
+        .collect();
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record(["review", "sentiment"]).unwrap();
+    for e in all.iter().step_by(all.len() / n).take(n) {
+        w.write_record([
+            e.text.as_str(),
+            if e.label == 1 { "positive" } else { "negative" },
+        ])
+        .unwrap();
+    }
+    w.flush().unwrap();
+}
+
 /// A padded batch of real reviews of different lengths.
 fn review_batch(files: &ModelFiles, seq_len: usize) -> (Tensor, Tensor, Tensor) {
     let tokenizer = std::fs::read(&files.tokenizer).unwrap();
@@ -117,22 +144,7 @@ fn one_backward_pass_reaches_every_variable() {
 fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
     // 64 + 2 x 16 reviews from the official training split.
-    let columns = DataOptions {
-        split_column: Some("split".into()),
-        ..DataOptions::default()
-    };
-    let all = load_dataset(&imdb(), &columns).unwrap();
-    let mut w = csv::Writer::from_path(dir.path().join("few.csv")).unwrap();
-    w.write_record(["review", "sentiment"]).unwrap();
-    for e in all.examples.iter().step_by(499).take(96) {
-        w.write_record([
-            e.text.as_str(),
-            if e.label == 1 { "positive" } else { "negative" },
-        ])
-        .unwrap();
-    }
-    w.flush().unwrap();
-    drop(all);
+    write_reviews(&dir.path().join("few.csv"), "train", 96);
 
     let mut settings = TrainSettings::new(dir.path().join("few.csv"), minilm_l6());
     settings.seq_len = 64;
@@ -180,24 +192,7 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
 #[test]
 fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
     let dir = tempfile::tempdir().unwrap();
-    let all = load_dataset(
-        &imdb(),
-        &DataOptions {
-            split_column: Some("split".into()),
-            ..DataOptions::default()
-        },
-    )
-    .unwrap();
-    let mut w = csv::Writer::from_path(dir.path().join("few.csv")).unwrap();
-    w.write_record(["review", "sentiment"]).unwrap();
-    for e in all.examples.iter().step_by(1999).take(24) {
-        w.write_record([
-            e.text.as_str(),
-            if e.label == 1 { "positive" } else { "negative" },
-        ])
-        .unwrap();
-    }
-    w.flush().unwrap();
+    write_reviews(&dir.path().join("few.csv"), "train", 24);
     let mut settings = TrainSettings::new(dir.path().join("few.csv"), minilm_l6());
     settings.epochs = 1;
     settings.split.val_fraction = 1.0 / 6.0;
@@ -223,10 +218,12 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
     )
     .unwrap();
     let core = feelings_core::Classifier::new(&exported.bundle).unwrap();
-    let texts: Vec<&str> = all
-        .examples
+    let test: Vec<_> = imdb_reviews()
+        .into_iter()
+        .filter(|e| e.split.as_deref() == Some("test"))
+        .collect();
+    let texts: Vec<&str> = test
         .iter()
-        .skip(25_000)
         .step_by(125)
         .take(200)
         .map(|e| e.text.as_str())

@@ -56,32 +56,20 @@ pub fn run(args: PredictArgs) -> Result<()> {
         return Ok(());
     };
     let bar = feelings_trainer::progress::spinner("classifying", std::io::stderr().is_terminal());
-    let summary = match &args.out {
-        Some(out) => {
-            let mut w = std::io::BufWriter::new(
-                std::fs::File::create(out).with_context(|| out.display().to_string())?,
-            );
-            predict_csv(
-                &classifier,
-                file,
-                &mut w,
-                &args.text_column,
-                Some(&args.label_column),
-                |n| bar.set_position(n as u64),
-            )?
-        }
-        None => {
-            let mut w = std::io::stdout().lock();
-            predict_csv(
-                &classifier,
-                file,
-                &mut w,
-                &args.text_column,
-                Some(&args.label_column),
-                |n| bar.set_position(n as u64),
-            )?
-        }
+    let mut output: Box<dyn std::io::Write> = match &args.out {
+        Some(out) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(out).with_context(|| out.display().to_string())?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
     };
+    let summary = predict_csv(
+        &classifier,
+        file,
+        &mut output,
+        &args.text_column,
+        Some(&args.label_column),
+        |n| bar.set_position(n as u64),
+    )?;
     bar.finish_and_clear();
     eprintln!(
         "{} reviews classified, {} truncated to {} tokens",
