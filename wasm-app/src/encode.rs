@@ -235,7 +235,7 @@ mod tests {
             .map(|(i, w)| format!("\"{w}\": {i}"))
             .collect();
         format!(
-            r#"{{"version":"1.0","truncation":{{"direction":"Right","max_length":4,"strategy":"LongestFirst","stride":0}},
+            r###"{{"version":"1.0","truncation":{{"direction":"Right","max_length":4,"strategy":"LongestFirst","stride":0}},
             "padding":null,"added_tokens":[],
             "normalizer":{{"type":"BertNormalizer","clean_text":true,"handle_chinese_chars":true,"strip_accents":null,"lowercase":true}},
             "pre_tokenizer":{{"type":"BertPreTokenizer"}},
@@ -244,7 +244,7 @@ mod tests {
               "pair":[{{"Sequence":{{"id":"A","type_id":0}}}},{{"Sequence":{{"id":"B","type_id":1}}}}],
               "special_tokens":{{"[CLS]":{{"id":"[CLS]","ids":[2],"tokens":["[CLS]"]}},"[SEP]":{{"id":"[SEP]","ids":[3],"tokens":["[SEP]"]}}}}}},
             "decoder":null,
-            "model":{{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"\#\#","max_input_chars_per_word":100,"vocab":{{{}}}}}}}"#,
+            "model":{{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"##","max_input_chars_per_word":100,"vocab":{{{}}}}}}}"###,
             vocab.join(",")
         )
     }
