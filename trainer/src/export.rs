@@ -160,6 +160,7 @@ pub fn export_bundle(
         },
         test_metrics,
         sha256: Default::default(),
+        sizes: Default::default(),
     };
     let bundle = Bundle::new(manifest, onnx, tokenizer);
     let max_logit_difference = compare_with_candle(&model, &bundle)?;

@@ -14,6 +14,7 @@ pub mod dropout;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod fixtures;
 pub mod metrics;
 pub mod model;
 pub mod onnx;

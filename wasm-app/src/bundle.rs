@@ -82,6 +82,10 @@ impl Bundle {
             (MODEL_FILE.to_string(), sha256_hex(&model)),
             (TOKENIZER_FILE.to_string(), sha256_hex(&tokenizer)),
         ]);
+        manifest.sizes = BTreeMap::from([
+            (MODEL_FILE.to_string(), model.len() as u64),
+            (TOKENIZER_FILE.to_string(), tokenizer.len() as u64),
+        ]);
         Self {
             manifest,
             model,

@@ -100,6 +100,9 @@ pub struct Manifest {
     pub test_metrics: Option<TestMetrics>,
     /// sha256 (hex) of every other file of the bundle, by file name.
     pub sha256: BTreeMap<String, String>,
+    /// Size in bytes of every other file of the bundle, by file name (for download progress).
+    #[serde(default)]
+    pub sizes: BTreeMap<String, u64>,
 }
 
 /// The classifier's answer for one review.

@@ -1,0 +1,68 @@
+//! The browser build: the classifier exported to JavaScript with wasm-bindgen.
+//!
+//! ```js
+//! import init, { Classifier } from './pkg/feelings_core.js';
+//! await init();
+//! const c = Classifier.fromBundle(manifestBytes, modelBytes, tokenizerBytes);
+//! c.classify("Loved it!");            // { label, score, threshold, truncated }
+//! c.classifyBatch(["Great", "Awful"]); // [ {...}, {...} ]
+//! ```
+//! Errors become JavaScript `Error`s; a panic is reported on the console (and as an error)
+//! instead of killing the page silently.
+
+use wasm_bindgen::prelude::*;
+
+use crate::{Bundle, Classifier};
+
+/// Installs the panic hook when the module is instantiated.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// A review classifier built from a model bundle.
+#[wasm_bindgen(js_name = Classifier)]
+pub struct WebClassifier {
+    inner: Classifier,
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+#[wasm_bindgen(js_class = Classifier)]
+impl WebClassifier {
+    /// Checks and loads a bundle from the bytes of `feelings.json`, `model.onnx` and
+    /// `tokenizer.json`.
+    #[wasm_bindgen(js_name = fromBundle)]
+    pub fn from_bundle(
+        manifest: &[u8],
+        model: Vec<u8>,
+        tokenizer: Vec<u8>,
+    ) -> Result<WebClassifier, JsError> {
+        let bundle = Bundle::from_bytes(manifest, model, tokenizer).map_err(js_error)?;
+        Ok(Self {
+            inner: Classifier::new(&bundle).map_err(js_error)?,
+        })
+    }
+
+    /// Classifies one review: `{ label, score, threshold, truncated }`, where `score` is the
+    /// probability of the positive class.
+    pub fn classify(&self, text: &str) -> Result<JsValue, JsError> {
+        let prediction = self.inner.classify(text).map_err(js_error)?;
+        serde_wasm_bindgen::to_value(&prediction).map_err(js_error)
+    }
+
+    /// Classifies many reviews, in order.
+    #[wasm_bindgen(js_name = classifyBatch)]
+    pub fn classify_batch(&self, texts: Vec<String>) -> Result<JsValue, JsError> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let predictions = self.inner.classify_batch(&refs).map_err(js_error)?;
+        serde_wasm_bindgen::to_value(&predictions).map_err(js_error)
+    }
+
+    /// The bundle's manifest as a plain object.
+    pub fn manifest(&self) -> Result<JsValue, JsError> {
+        serde_wasm_bindgen::to_value(self.inner.manifest()).map_err(js_error)
+    }
+}

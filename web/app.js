@@ -1,0 +1,109 @@
+// The page: talks to the classifier in worker.js and shows what it says.
+const $ = (id) => document.getElementById(id);
+const status = $('status');
+const download = $('download');
+const result = $('result');
+const errorBox = $('error');
+
+function showError(message) {
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+  status.textContent = 'Not available';
+}
+
+let worker;
+let nextId = 1;
+const pending = new Map();
+
+function classify(texts) {
+  return new Promise((resolve, reject) => {
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ type: 'classify', id, texts });
+  });
+}
+
+function describe(p) {
+  const percent = (100 * p.score).toFixed(1);
+  return `${p.label} (probability of positive ${percent} %${p.truncated ? ', review truncated' : ''})`;
+}
+
+async function classifyOne() {
+  const text = $('review').value;
+  $('classify').disabled = true;
+  try {
+    const [p] = await classify([text]);
+    result.textContent = describe(p);
+    result.dataset.label = p.label;
+    result.dataset.score = String(p.score);
+    errorBox.hidden = true;
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    $('classify').disabled = false;
+  }
+}
+
+async function classifyMany() {
+  const lines = $('batch').value.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  if (lines.length === 0) return;
+  $('classify-batch').disabled = true;
+  try {
+    const predictions = await classify(lines);
+    const body = $('batch-results').querySelector('tbody');
+    body.replaceChildren(...predictions.map((p, i) => {
+      const row = document.createElement('tr');
+      for (const [text, cls] of [[lines[i], ''], [p.label, p.label], [p.score.toFixed(4), '']]) {
+        const cell = document.createElement('td');
+        cell.textContent = text;
+        if (cls) cell.className = cls;
+        row.append(cell);
+      }
+      return row;
+    }));
+    $('batch-results').hidden = false;
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    $('classify-batch').disabled = false;
+  }
+}
+
+function start() {
+  if (typeof WebAssembly !== 'object' || typeof Worker !== 'function') {
+    showError('This browser cannot run WebAssembly in a worker, so the model cannot run here.');
+    return;
+  }
+  const started = performance.now();
+  worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  worker.onerror = (event) => showError(`The classifier failed to start: ${event.message ?? 'unknown error'}`);
+  worker.onmessage = ({ data }) => {
+    if (data.type === 'progress') {
+      download.max = data.total || data.loaded;
+      download.value = data.loaded;
+      status.textContent = `Downloading the model: ${(data.loaded / 1e6).toFixed(1)} MB`;
+    } else if (data.type === 'ready') {
+      download.value = download.max;
+      const m = data.manifest;
+      status.textContent = `Model ready in ${((performance.now() - started) / 1000).toFixed(1)} s`;
+      document.body.dataset.ready = 'true';
+      const accuracy = m.test_metrics ? `, test accuracy ${(100 * m.test_metrics.accuracy).toFixed(1)} %` : '';
+      $('model-info').textContent = `Model ${m.name}: ${m.max_seq_len} tokens, threshold ${m.threshold}${accuracy}.`;
+      $('classify').disabled = false;
+      $('classify-batch').disabled = false;
+    } else if (data.type === 'result') {
+      pending.get(data.id)?.resolve(data.predictions);
+      pending.delete(data.id);
+    } else if (data.type === 'error') {
+      const waiting = pending.get(data.id);
+      pending.delete(data.id);
+      if (waiting) waiting.reject(new Error(data.message));
+      else showError(`The model could not be loaded: ${data.message}`);
+    }
+  };
+  worker.postMessage({ type: 'load', base: new URL('model/', document.baseURI).href });
+  $('classify').addEventListener('click', classifyOne);
+  $('classify-batch').addEventListener('click', classifyMany);
+}
+
+start();
