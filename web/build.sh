@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Builds the browser form of the inference core into web/pkg/ (wasm32-unknown-unknown with
-# SIMD128, then wasm-bindgen --target web) and installs the page's test driver (npm ci).
-# Installs what it needs: the rustup target and wasm-bindgen-cli at the exact version of the
-# wasm-bindgen crate. Serve web/ with a bundle in web/model/ (or run the gateway) to use it.
+# Builds both WebAssembly forms of the inference core (wasm-app), with SIMD128 on:
+#   web/pkg/                 the browser build: wasm32-unknown-unknown + wasm-bindgen --target web
+#   <target>/wasm32-wasip2/release/feelings_core.wasm
+#                            the server build: a component exporting wasm-app/wit/feelings.wit
+# and installs the page's test driver (npm ci). Installs what it needs: the rustup targets and
+# wasm-bindgen-cli at the exact version of the wasm-bindgen crate. Serve web/ with a bundle in
+# web/model/ to use the page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WASM_BINDGEN_VERSION=$(sed -n 's/^wasm-bindgen = "=\(.*\)"$/\1/p' wasm-app/Cargo.toml)
 target_dir=${CARGO_TARGET_DIR:-target}
 
-rustup target add wasm32-unknown-unknown >/dev/null
+rustup target add wasm32-unknown-unknown wasm32-wasip2 >/dev/null
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WASM_BINDGEN_VERSION" ]; then
   echo "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
@@ -21,8 +24,13 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS='-C target-feature=+simd128 --cfg 
 wasm-bindgen --target web --no-typescript --out-dir web/pkg \
   "$target_dir/wasm32-unknown-unknown/release/feelings_core.wasm"
 
+CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS='-C target-feature=+simd128' \
+  cargo build --release -p feelings-wasm-app --lib --target wasm32-wasip2
+
 (cd web && npm ci --no-audit --no-fund --silent)
 
 size=$(stat -c %s web/pkg/feelings_core_bg.wasm)
 gz=$(gzip -9 -c web/pkg/feelings_core_bg.wasm | wc -c)
 echo "browser build: web/pkg/feelings_core_bg.wasm, $((size / 1024)) KiB ($((gz / 1024)) KiB gzip)"
+server=$target_dir/wasm32-wasip2/release/feelings_core.wasm
+echo "server build: $server, $(($(stat -c %s "$server") / 1024)) KiB"

@@ -1,5 +1,7 @@
-//! The gateway of Movie review feelings: an axum HTTP endpoint that classifies reviews inside
-//! wasmtime sandboxes running the `wasm-app` server build.
-//!
-//! Not built yet: this crate holds its place in the workspace until the gateway issue (see the
-//! README's roadmap).
+//! The server side of Movie review feelings: the classifier's WebAssembly component (the
+//! `wasm-app` crate built for wasm32-wasip2) run in wasmtime sandboxes, each with no files, no
+//! network and no environment. The HTTP gateway on top of it is the next step.
+
+mod sandbox;
+
+pub use sandbox::{Sandbox, SandboxError, Sandboxes};

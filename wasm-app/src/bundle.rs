@@ -150,7 +150,7 @@ impl Bundle {
     /// Writes the three files into `dir` (created if needed).
     pub fn write_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let manifest = serde_json::to_vec_pretty(&self.manifest).map_err(std::io::Error::other)?;
+        let manifest = crate::manifest::to_json(&self.manifest);
         for (file, bytes) in [
             (MODEL_FILE, &self.model),
             (TOKENIZER_FILE, &self.tokenizer),

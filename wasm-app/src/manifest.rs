@@ -105,6 +105,12 @@ pub struct Manifest {
     pub sizes: BTreeMap<String, u64>,
 }
 
+/// The manifest as the bytes of `feelings.json` (pretty JSON).
+pub fn to_json(manifest: &Manifest) -> Vec<u8> {
+    serde_json::to_vec_pretty(manifest)
+        .expect("a manifest always serialises: it has only plain fields")
+}
+
 /// The classifier's answer for one review.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {

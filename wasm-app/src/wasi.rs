@@ -1,0 +1,50 @@
+//! The server build: the classifier as a WebAssembly component (wasm32-wasip2) exporting the
+//! `feelings:classifier/classify` interface of `wit/feelings.wit`.
+
+use std::cell::RefCell;
+
+use crate::{Bundle, Classifier};
+
+wit_bindgen::generate!({ world: "classifier", path: "wit" });
+
+use exports::feelings::classifier::classify::{Guest, Prediction};
+
+thread_local! {
+    /// The loaded classifier; the component runs on one thread.
+    static LOADED: RefCell<Option<Classifier>> = const { RefCell::new(None) };
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn load(manifest: Vec<u8>, model: Vec<u8>, tokenizer: Vec<u8>) -> Result<(), String> {
+        let bundle = Bundle::from_bytes(&manifest, model, tokenizer).map_err(|e| e.to_string())?;
+        let classifier = Classifier::new(&bundle).map_err(|e| e.to_string())?;
+        LOADED.with(|slot| *slot.borrow_mut() = Some(classifier));
+        Ok(())
+    }
+
+    fn classify(texts: Vec<String>) -> Result<Vec<Prediction>, String> {
+        LOADED.with(|slot| {
+            let slot = slot.borrow();
+            let classifier = slot
+                .as_ref()
+                .ok_or("no model bundle is loaded: call load first")?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let predictions = classifier
+                .classify_batch(&refs)
+                .map_err(|e| e.to_string())?;
+            Ok(predictions
+                .into_iter()
+                .map(|p| Prediction {
+                    label: p.label,
+                    score: p.score,
+                    threshold: p.threshold,
+                    truncated: p.truncated,
+                })
+                .collect())
+        })
+    }
+}
+
+export!(Component);
