@@ -2,14 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use feelings_core::{Bundle, Classifier};
 use feelings_runtime::Sandboxes;
-use feelings_trainer::export::{export_bundle, ExportOptions};
-use feelings_trainer::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
-use feelings_trainer::onnx::Precision;
-use feelings_trainer::settings::TrainSettings;
-use feelings_trainer::train::{train, TrainOptions};
+use feelings_trainer::fixtures::{self, reviews};
 
 /// The server build made by `web/build.sh`.
 fn component() -> Vec<u8> {
@@ -20,27 +15,11 @@ fn component() -> Vec<u8> {
 }
 
 fn tiny_bundle(dir: &Path) -> PathBuf {
-    let model = tiny_bert(&dir.join("model"), &TinyShape::default()).unwrap();
-    write_csv(&dir.join("data.csv"), &reviews(96, 5)).unwrap();
-    let mut settings = TrainSettings::new(dir.join("data.csv"), model);
-    settings.seq_len = 24;
-    settings.epochs = 1;
-    let options = TrainOptions {
-        device: Device::Cpu,
-        threads: 1,
-        progress: false,
-        stop_after: None,
-    };
-    train(settings, &dir.join("run"), false, &options).unwrap();
-    let export = ExportOptions {
-        epoch: None,
-        precision: Precision::F32,
-        threshold: 0.5,
-        name: None,
-        seq_len: None,
-    };
-    export_bundle(&dir.join("run"), &dir.join("bundle"), false, &export).unwrap();
-    dir.join("bundle")
+    fixtures::tiny_bundle(dir, 96, 5, |s| {
+        s.seq_len = 24;
+        s.epochs = 1;
+    })
+    .unwrap()
 }
 
 #[test]

@@ -3,13 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::Device;
 use feelings_core::{Bundle, Classifier};
-use feelings_trainer::export::{export_bundle, ExportOptions};
-use feelings_trainer::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
-use feelings_trainer::onnx::Precision;
-use feelings_trainer::settings::TrainSettings;
-use feelings_trainer::train::{train, TrainOptions};
+use feelings_trainer::fixtures;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -17,29 +12,13 @@ fn root() -> PathBuf {
 
 /// A tiny model trained until it tells the fixture's good words from its bad ones.
 fn tiny_bundle(dir: &Path) -> PathBuf {
-    let model = tiny_bert(&dir.join("model"), &TinyShape::default()).unwrap();
-    write_csv(&dir.join("data.csv"), &reviews(200, 11)).unwrap();
-    let mut settings = TrainSettings::new(dir.join("data.csv"), model);
-    settings.seq_len = 32;
-    settings.epochs = 4;
-    settings.patience = None;
-    settings.optimizer.lr = 3e-3;
-    let options = TrainOptions {
-        device: Device::Cpu,
-        threads: 2,
-        progress: false,
-        stop_after: None,
-    };
-    train(settings, &dir.join("run"), false, &options).unwrap();
-    let export = ExportOptions {
-        epoch: None,
-        precision: Precision::F32,
-        threshold: 0.5,
-        name: Some("tiny".into()),
-        seq_len: None,
-    };
-    export_bundle(&dir.join("run"), &dir.join("bundle"), false, &export).unwrap();
-    dir.join("bundle")
+    fixtures::tiny_bundle(dir, 200, 11, |s| {
+        s.seq_len = 32;
+        s.epochs = 4;
+        s.patience = None;
+        s.optimizer.lr = 3e-3;
+    })
+    .unwrap()
 }
 
 #[test]

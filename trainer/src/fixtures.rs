@@ -209,3 +209,36 @@ impl Weights {
         self.insert(&format!("{base}.LayerNorm.bias"), vec![0.0; size], &[size])
     }
 }
+
+/// Trains a tiny random BERT (under `dir/model`) on `count` fixture reviews drawn with `seed`
+/// (`dir/data.csv`), with `tune` adjusting the settings, and exports the best checkpoint as a
+/// float32 bundle in `dir/bundle`, which it returns.
+pub fn tiny_bundle(
+    dir: &Path,
+    count: usize,
+    seed: u64,
+    tune: impl FnOnce(&mut crate::settings::TrainSettings),
+) -> crate::Result<PathBuf> {
+    use crate::export::{export_bundle, ExportOptions};
+    let model = tiny_bert(&dir.join("model"), &TinyShape::default())?;
+    let data = dir.join("data.csv");
+    write_csv(&data, &reviews(count, seed)).map_err(|e| Error::io(&data, e))?;
+    let mut settings = crate::settings::TrainSettings::new(data, model);
+    tune(&mut settings);
+    let options = crate::train::TrainOptions {
+        device: Device::Cpu,
+        threads: 1,
+        progress: false,
+        stop_after: None,
+    };
+    crate::train::train(settings, &dir.join("run"), false, &options)?;
+    let export = ExportOptions {
+        epoch: None,
+        precision: crate::onnx::Precision::F32,
+        threshold: 0.5,
+        name: None,
+        seq_len: None,
+    };
+    export_bundle(&dir.join("run"), &dir.join("bundle"), false, &export)?;
+    Ok(dir.join("bundle"))
+}
