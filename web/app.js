@@ -53,6 +53,8 @@ async function classifyMany() {
     const body = $('batch-results').querySelector('tbody');
     body.replaceChildren(...predictions.map((p, i) => {
       const row = document.createElement('tr');
+      row.dataset.label = p.label;
+      row.dataset.score = String(p.score);
       for (const [text, cls] of [[lines[i], ''], [p.label, p.label], [p.score.toFixed(4), '']]) {
         const cell = document.createElement('td');
         cell.textContent = text;

@@ -3,5 +3,7 @@
 //! network and no environment. The HTTP gateway on top of it is the next step.
 
 mod sandbox;
+mod snapshot;
 
-pub use sandbox::{Sandbox, SandboxError, Sandboxes};
+pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes};
+pub use snapshot::Preparation;

@@ -1,3 +1,49 @@
 //! End-to-end tests across the pieces, one test binary.
 
+mod parity;
+mod sandbox;
 mod web_page;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The server build made by `web/build.sh`.
+fn component() -> Vec<u8> {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let path = target.join("wasm32-wasip2/release/feelings_core.wasm");
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}: run `bash web/build.sh` first", path.display()))
+}
+
+/// Runs `node --test` on `tests` in web/ with `env`; returns what it printed, failing the test
+/// (with that output) when node fails.
+fn node_test(tests: &str, env: &[(&str, &Path)]) -> String {
+    let web = root().join("web");
+    assert!(
+        web.join("pkg/feelings_core_bg.wasm").is_file(),
+        "web/pkg is missing: run `bash web/build.sh` first"
+    );
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "web/node_modules is missing: run `npm ci` in web/ (web/build.sh does)"
+    );
+    let mut command = Command::new("node");
+    command.args(["--test", tests]).current_dir(&web);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("node is needed for the page tests");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    assert!(out.status.success(), "the page test failed:\n{report}");
+    report
+}

@@ -15,7 +15,7 @@ use crate::optim::{AdamW, AdamWConfig};
 
 /// The first `needed` of `texts` that fill the encoder's sequence length, as token ids, with
 /// their positions in `texts`: batches of them are exactly `batch x seq_len`, as the peers pad to.
-fn full_length(
+pub(crate) fn full_length(
     encoder: &ReviewEncoder,
     texts: &[&str],
     needed: usize,
@@ -62,7 +62,7 @@ pub struct StepTiming {
     pub all_steps_s: Vec<f64>,
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() {

@@ -7,6 +7,8 @@
 
 pub mod batch;
 pub mod bench;
+#[cfg(feature = "sandbox")]
+pub mod bench_guest;
 pub mod bert;
 pub mod data;
 pub mod device;

@@ -7,7 +7,7 @@ use crate::{Bundle, Classifier};
 
 wit_bindgen::generate!({ world: "classifier", path: "wit" });
 
-use exports::feelings::classifier::classify::{Guest, Prediction};
+use exports::feelings::classifier::classify::{Guest as ClassifyGuest, Prediction};
 
 thread_local! {
     /// The loaded classifier; the component runs on one thread.
@@ -17,6 +17,17 @@ thread_local! {
 struct Component;
 
 impl Guest for Component {
+    fn warm_up() {
+        LOADED.with(|slot| {
+            if let Some(classifier) = slot.borrow().as_ref() {
+                // The answer is irrelevant; a failure here would show on the first request.
+                let _ = classifier.classify("A warm-up review: good.");
+            }
+        });
+    }
+}
+
+impl ClassifyGuest for Component {
     fn load(manifest: Vec<u8>, model: Vec<u8>, tokenizer: Vec<u8>) -> Result<(), String> {
         let bundle = Bundle::from_bytes(&manifest, model, tokenizer).map_err(|e| e.to_string())?;
         let classifier = Classifier::new(&bundle).map_err(|e| e.to_string())?;

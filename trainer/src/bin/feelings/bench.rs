@@ -47,6 +47,14 @@ pub struct BenchArgs {
     /// the same invocation when given.
     #[arg(long)]
     peers: Option<PathBuf>,
+    /// Also time the classifier's server build (the WebAssembly component made by
+    /// `web/build.sh`) in a wasmtime sandbox on the same reviews, against native tract.
+    /// Needs the `sandbox` feature.
+    #[arg(long, requires = "bundle")]
+    wasm: Option<PathBuf>,
+    /// Folder caching the compiled, pre-initialised component between runs.
+    #[arg(long, default_value = "target/feelings-sandbox-cache")]
+    wasm_cache: PathBuf,
     /// The Python with onnxruntime and tokenizers for the peers.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -123,6 +131,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             rows.push(row);
         }
+        if let Some(wasm) = &args.wasm {
+            rows.extend(guest_rows(&args, wasm, &core, &texts)?);
+        }
     }
     for row in rows.iter_mut() {
         row["threads"] = threads.into();
@@ -143,6 +154,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 row["forward_s"].as_f64().unwrap_or(0.0), row["backward_s"].as_f64().unwrap_or(0.0),
                 row["optimizer_s"].as_f64().unwrap_or(0.0), row["reviews_per_s"].as_f64().unwrap_or(0.0)
             ),
+            Some("infer_wasm") => println!(
+                "wasmtime    seq {:>3} batch {:>2}: guest {:>7.1} ms/call | native tract {:.1} ms | guest/native {:.2} | fresh sandbox {:.3} ms (a guest-side load: {:.0} ms), its first call {:.1} ms | max |score diff| {:.1e} | component ready in {:.1} s{}",
+                row["seq"], row["batch"], row["ours_ms"].as_f64().unwrap_or(0.0),
+                row["peer_ms"].as_f64().unwrap_or(0.0), row["ratio"].as_f64().unwrap_or(0.0),
+                row["instantiate_ms"].as_f64().unwrap_or(0.0), row["guest_load_ms"].as_f64().unwrap_or(0.0), row["fresh_call_ms"].as_f64().unwrap_or(0.0),
+                row["max_score_difference"].as_f64().unwrap_or(0.0),
+                row["prepare_s"].as_f64().unwrap_or(0.0),
+                if row["prepared_from_cache"] == true { " (cached)" } else { " (snapshot + compile)" }
+            ),
             _ => {
                 let peer = match (row["peer_ms"].as_f64(), row["ratio"].as_f64()) {
                     (Some(p), Some(r)) => format!(" | {} {p:.1} ms | ours/peer {r:.2}", row["peer"].as_str().unwrap_or("")),
@@ -160,4 +180,50 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("peak memory of feelings (RSS): {peak:.0} MiB");
     }
     Ok(())
+}
+
+/// `infer_wasm` rows: the sandboxed server build against native tract, per inference batch size.
+#[cfg(feature = "sandbox")]
+fn guest_rows(
+    args: &BenchArgs,
+    wasm: &std::path::Path,
+    core: &Core,
+    texts: &[&str],
+) -> Result<Vec<serde_json::Value>> {
+    use anyhow::Context;
+    use feelings_runtime::{SandboxOptions, Sandboxes};
+    let component = std::fs::read(wasm).with_context(|| format!("{}", wasm.display()))?;
+    let options = SandboxOptions {
+        cache_dir: Some(args.wasm_cache.clone()),
+    };
+    let bundle = Bundle::read_dir(args.bundle.as_deref().unwrap_or(wasm))?;
+    let (sandboxes, prepared) = Sandboxes::new(&component, &bundle, &options)?;
+    let mut rows = Vec::new();
+    for &batch in &args.infer_batch {
+        let t = feelings_trainer::bench_guest::time_guest(
+            &bundle,
+            core,
+            &sandboxes,
+            texts,
+            batch,
+            args.warmup,
+            args.runs,
+        )?;
+        rows.push(json!({"what": "infer_wasm", "seq": t.seq_len, "batch": batch,
+            "ours_ms": t.guest_ms, "peer": "tract native", "peer_ms": t.native_ms,
+            "ratio": t.guest_ms / t.native_ms, "instantiate_ms": t.instantiate_ms,
+            "max_score_difference": t.max_score_difference, "fresh_call_ms": t.fresh_call_ms, "guest_load_ms": t.guest_load_ms,
+            "prepare_s": prepared.duration.as_secs_f64(), "prepared_from_cache": prepared.from_cache}));
+    }
+    Ok(rows)
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn guest_rows(
+    _: &BenchArgs,
+    _: &std::path::Path,
+    _: &Core,
+    _: &[&str],
+) -> Result<Vec<serde_json::Value>> {
+    bail!("--wasm needs the sandbox feature: cargo build --release -p feelings-trainer --features sandbox")
 }

@@ -2,17 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use feelings_core::{Bundle, Classifier};
-use feelings_runtime::Sandboxes;
+use feelings_core::{Bundle, Classifier, Prediction};
+use feelings_runtime::{SandboxOptions, Sandboxes};
 use feelings_trainer::fixtures::{self, reviews};
 
-/// The server build made by `web/build.sh`.
-fn component() -> Vec<u8> {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let path = target.join("wasm32-wasip2/release/feelings_core.wasm");
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}: run `bash web/build.sh` first", path.display()))
-}
+use crate::component;
 
 fn tiny_bundle(dir: &Path) -> PathBuf {
     fixtures::tiny_bundle(dir, 96, 5, |s| {
@@ -27,9 +21,24 @@ fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile
     let dir = tempfile::tempdir().unwrap();
     let bundle = Bundle::read_dir(&tiny_bundle(dir.path())).unwrap();
     let native = Classifier::new(&bundle).unwrap();
-    let sandboxes = Sandboxes::new(&component(), bundle).unwrap();
-    let (mut sandbox, instantiate, load) = sandboxes.instance().unwrap();
-    println!("instantiate {instantiate:?}, guest model load {load:?}");
+    let cache = tempfile::tempdir().unwrap();
+    let options = SandboxOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let (sandboxes, made) = Sandboxes::new(&component(), &bundle, &options).unwrap();
+    assert!(!made.from_cache);
+    assert!(made.cache_file.as_ref().unwrap().is_file());
+    let (_, read) = Sandboxes::new(&component(), &bundle, &options).unwrap();
+    assert!(
+        read.from_cache,
+        "the second start reads the compiled snapshot"
+    );
+    println!(
+        "snapshot + compile {:?}, from cache {:?}",
+        made.duration, read.duration
+    );
+    let (mut sandbox, instantiate) = sandboxes.instance().unwrap();
+    println!("instantiate with the model loaded: {instantiate:?}");
 
     let mut texts: Vec<String> = reviews(50, 9).into_iter().map(|(t, _)| t).collect();
     texts.extend(
@@ -48,11 +57,17 @@ fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile
     texts.push("great ".repeat(100_000));
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let expected = native.classify_batch(&refs).unwrap();
-    let got = sandbox.classify(&texts).unwrap();
+    assert_close(&sandbox.classify(&texts).unwrap(), &expected);
+    // The instance keeps serving after a batch, and a fresh one starts from the snapshot.
+    assert_close(&sandbox.classify(&texts[..1]).unwrap(), &expected[..1]);
+    let (mut fresh, _) = sandboxes.instance().unwrap();
+    assert_close(&fresh.classify(&texts[..3]).unwrap(), &expected[..3]);
+}
+
+fn assert_close(got: &[Prediction], expected: &[Prediction]) {
     assert_eq!(got.len(), expected.len());
-    for (g, e) in got.iter().zip(&expected) {
-        assert_eq!(g.label, e.label);
-        assert_eq!(g.truncated, e.truncated);
+    for (g, e) in got.iter().zip(expected) {
+        assert_eq!((&g.label, g.truncated), (&e.label, e.truncated));
         assert!(
             (g.score - e.score).abs() <= 1e-4,
             "{} vs {}",
@@ -60,8 +75,6 @@ fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile
             e.score
         );
     }
-    // The instance keeps serving after a batch.
-    assert_eq!(sandbox.classify(&texts[..1]).unwrap()[0], expected[0]);
 }
 
 #[test]
@@ -73,8 +86,10 @@ fn a_bundle_the_guest_cannot_use_is_refused_not_trapped() {
         b"not onnx".to_vec(),
         good.tokenizer.clone(),
     );
-    let sandboxes = Sandboxes::new(&component(), broken).unwrap();
-    let err = sandboxes.instance().err().unwrap().to_string();
+    let err = Sandboxes::new(&component(), &broken, &SandboxOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("refused") && err.contains("model.onnx"),
         "{err}"

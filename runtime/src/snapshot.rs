@@ -1,0 +1,192 @@
+//! Pre-initialised classifier components: the guest loads the bundle and warms up once, its
+//! memory is snapshotted into a new component (Wizer), and that component is compiled and cached
+//! on disk. A sandbox made from it starts with the model loaded: instantiation maps the
+//! snapshot's memory copy-on-write instead of parsing and optimising the ONNX again.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use feelings_core::Bundle;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Instance, Lift, WasmList};
+use wasmtime::{Engine, Store};
+use wasmtime_wizer::{ComponentInstanceState, Wizer};
+
+use crate::sandbox::{component_error, linker, trap, Classifier, Guest};
+use crate::SandboxError;
+
+/// Where the ready-to-run component came from, and what it cost.
+#[derive(Debug, Clone)]
+pub struct Preparation {
+    /// Whether the compiled snapshot was read from the cache folder.
+    pub from_cache: bool,
+    /// The cached artifact, when a cache folder is used.
+    pub cache_file: Option<PathBuf>,
+    /// Time to load or make (snapshot + compile) the component.
+    pub duration: Duration,
+}
+
+/// The compiled, pre-initialised component for `bundle`: from `cache_dir` when it holds one for
+/// these exact bytes (and this engine), otherwise made and stored there.
+pub(crate) fn prepare(
+    engine: &Engine,
+    wasm: &[u8],
+    bundle: &Bundle,
+    manifest_json: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<(Component, Preparation), SandboxError> {
+    let started = Instant::now();
+    let key = cache_key(engine, wasm, manifest_json);
+    let cache_file = cache_dir.map(|dir| dir.join(format!("{key}.cwasm")));
+    if let Some(file) = cache_file.as_deref().filter(|f| f.is_file()) {
+        // SAFETY: the file was written by `Component::serialize` of this program into a folder
+        // the operator owns; wasmtime checks the version and engine settings it was made with.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, file) } {
+            let preparation = Preparation {
+                from_cache: true,
+                cache_file,
+                duration: started.elapsed(),
+            };
+            return Ok((component, preparation));
+        }
+    }
+    let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
+    let component = Component::new(engine, &snapshot).map_err(component_error)?;
+    if let Some(file) = &cache_file {
+        store_artifact(file, &component)?;
+    }
+    let preparation = Preparation {
+        from_cache: false,
+        cache_file,
+        duration: started.elapsed(),
+    };
+    Ok((component, preparation))
+}
+
+/// Names the artifact after everything it depends on: the component, the bundle (its manifest
+/// holds the sha256 of the model and tokenizer) and the engine's version and settings.
+fn cache_key(engine: &Engine, wasm: &[u8], manifest_json: &[u8]) -> String {
+    let mut engine_hash = DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let mut hasher = Sha256::new();
+    hasher.update(b"feelings snapshot 1\0");
+    hasher.update(engine_hash.finish().to_le_bytes());
+    hasher.update(Sha256::digest(wasm));
+    hasher.update(Sha256::digest(manifest_json));
+    hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes the compiled component next to its final name, then renames it: readers never see
+/// half a file, and two servers starting at once both end with a whole one.
+fn store_artifact(file: &Path, component: &Component) -> Result<(), SandboxError> {
+    let cache_error = |e: std::io::Error| SandboxError::Cache(format!("{}: {e}", file.display()));
+    let bytes = component.serialize().map_err(component_error)?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(cache_error)?;
+    }
+    let partial = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&partial, bytes).map_err(cache_error)?;
+    std::fs::rename(&partial, file).map_err(cache_error)
+}
+
+/// Instantiates an instrumented copy of the component, loads the bundle and warms up inside it,
+/// and returns the component rewritten with that state as its initial memory.
+fn snapshot(
+    engine: &Engine,
+    wasm: &[u8],
+    bundle: &Bundle,
+    manifest_json: &[u8],
+) -> Result<Vec<u8>, SandboxError> {
+    let wizer = Wizer::new();
+    let (context, instrumented) = wizer.instrument_component(wasm).map_err(component_error)?;
+    let component = Component::new(engine, &instrumented).map_err(component_error)?;
+    let mut store = Store::new(engine, Guest::new());
+    let instance = linker(engine)?
+        .instantiate(&mut store, &component)
+        .map_err(trap)?;
+    let bindings = Classifier::new(&mut store, &instance).map_err(component_error)?;
+    bindings
+        .feelings_classifier_classify()
+        .call_load(&mut store, manifest_json, &bundle.model, &bundle.tokenizer)
+        .map_err(trap)?
+        .map_err(SandboxError::Refused)?;
+    bindings.call_warm_up(&mut store).map_err(trap)?;
+    // Wizer reads the guest's whole memory back through one call; it is ours, not a request's.
+    store.set_hostcall_fuel(usize::MAX);
+    let mut state = GuestState {
+        store: &mut store,
+        instance,
+    };
+    pollster::block_on(wizer.snapshot_component(&context, &mut state)).map_err(component_error)
+}
+
+/// Lets Wizer read the instrumented guest's memories and globals.
+struct GuestState<'a> {
+    store: &'a mut Store<Guest>,
+    instance: Instance,
+}
+
+impl GuestState<'_> {
+    /// Calls `func` of the exported `instance` (Wizer's accessors); the guest was made to answer
+    /// them, so a failure is a bug in the instrumentation, not in the input.
+    fn call<R: Lift + Send + Sync + 'static, V>(
+        &mut self,
+        instance: &str,
+        func: &str,
+        then: impl FnOnce(&Store<Guest>, R) -> V,
+    ) -> V {
+        let (_, accessors) = self
+            .instance
+            .get_export(&mut *self.store, None, instance)
+            .expect("the instrumented component exports Wizer's accessors");
+        let (_, index) = self
+            .instance
+            .get_export(&mut *self.store, Some(&accessors), func)
+            .expect("the instrumented component exports each accessor");
+        let typed = self
+            .instance
+            .get_typed_func::<(), (R,)>(&mut *self.store, index)
+            .expect("Wizer's accessors have the types it expects");
+        let (value,) = typed
+            .call(&mut *self.store, ())
+            .expect("Wizer's accessors do not trap");
+        then(self.store, value)
+    }
+}
+
+impl ComponentInstanceState for GuestState<'_> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        self.call(instance, func, |store, list: WasmList<u8>| {
+            contents(list.as_le_slice(store))
+        })
+    }
+
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.call(instance, func, |_, value| value)
+    }
+
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.call(instance, func, |_, value| value)
+    }
+
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.call(instance, func, |_, value: f32| value.to_bits())
+    }
+
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.call(instance, func, |_, value: f64| value.to_bits())
+    }
+}

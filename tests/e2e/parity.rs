@@ -1,0 +1,130 @@
+//! One real model, three runtimes: MiniLM-L3 briefly fine-tuned and exported as the int8 bundle
+//! the web uses, then 50 real IMDB test reviews classified natively, in a wasmtime sandbox and
+//! in the page in Chromium; every probability within 1e-4 of native. Prints the timings.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use feelings_core::{Bundle, Classifier};
+use feelings_runtime::{SandboxOptions, Sandboxes};
+use feelings_trainer::data::{load_dataset, DataOptions, Example};
+use feelings_trainer::export::{export_bundle, ExportOptions};
+use feelings_trainer::fixtures::write_csv;
+use feelings_trainer::onnx::Precision;
+use feelings_trainer::settings::TrainSettings;
+use feelings_trainer::train::{train, TrainOptions};
+
+use crate::{component, node_test, root};
+
+fn imdb(split: &str) -> Vec<Example> {
+    let columns = DataOptions {
+        split_column: Some("split".into()),
+        ..DataOptions::default()
+    };
+    let path = root().join("../shared/data/imdb/imdb.csv.gz");
+    let all = load_dataset(&path, &columns).unwrap().examples;
+    all.into_iter()
+        .filter(|e| e.split.as_deref() == Some(split))
+        .collect()
+}
+
+/// MiniLM-L3 fine-tuned for one step on 24 reviews, exported as int8 at sequence length 256.
+fn real_bundle(dir: &Path) -> PathBuf {
+    let train_reviews = imdb("train");
+    let rows: Vec<(String, &str)> = train_reviews
+        .iter()
+        .step_by(1000)
+        .take(24)
+        .map(|e| (e.text.clone(), ["negative", "positive"][e.label as usize]))
+        .collect();
+    write_csv(&dir.join("few.csv"), &rows).unwrap();
+    let model = root().join("../shared/models/minilm-l3");
+    let mut settings = TrainSettings::new(dir.join("few.csv"), model);
+    settings.epochs = 1;
+    settings.seq_len = 64;
+    settings.split.val_fraction = 1.0 / 6.0;
+    settings.split.test_fraction = 1.0 / 6.0;
+    let options = TrainOptions {
+        device: Device::Cpu,
+        threads: 2,
+        progress: false,
+        stop_after: None,
+    };
+    train(settings, &dir.join("run"), false, &options).unwrap();
+    let export = ExportOptions {
+        epoch: None,
+        precision: Precision::Int8,
+        threshold: 0.5,
+        name: Some("parity".into()),
+        seq_len: Some(256),
+    };
+    export_bundle(&dir.join("run"), &dir.join("bundle"), false, &export).unwrap();
+    dir.join("bundle")
+}
+
+#[test]
+fn native_wasmtime_and_chromium_agree_on_50_real_reviews() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_dir = real_bundle(dir.path());
+    let bundle = Bundle::read_dir(&bundle_dir).unwrap();
+    // The page takes one review per line, trimmed.
+    let texts: Vec<String> = imdb("test")
+        .iter()
+        .step_by(500)
+        .take(50)
+        .map(|e| e.text.replace('\n', " ").trim().to_string())
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+
+    let native = Classifier::new(&bundle).unwrap();
+    let started = Instant::now();
+    let expected = native.classify_batch(&refs).unwrap();
+    let native_ms = started.elapsed().as_secs_f64() * 1e3 / texts.len() as f64;
+    assert!(
+        expected.iter().any(|p| p.truncated),
+        "some reviews fill 256 tokens"
+    );
+
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-cache");
+    let options = SandboxOptions {
+        cache_dir: Some(cache),
+    };
+    let (sandboxes, prepared) = Sandboxes::new(&component(), &bundle, &options).unwrap();
+    let (mut sandbox, instantiate) = sandboxes.instance().unwrap();
+    let started = Instant::now();
+    let guest = sandbox.classify(&texts).unwrap();
+    let guest_ms = started.elapsed().as_secs_f64() * 1e3 / texts.len() as f64;
+    for (i, (g, n)) in guest.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            (&g.label, g.truncated),
+            (&n.label, n.truncated),
+            "review {i}"
+        );
+        assert!(
+            (g.score - n.score).abs() <= 1e-4,
+            "review {i}: {} vs {}",
+            g.score,
+            n.score
+        );
+    }
+
+    let reviews: Vec<serde_json::Value> = texts
+        .iter()
+        .zip(&expected)
+        .map(|(t, p)| serde_json::json!({"text": t, "label": p.label, "score": p.score}))
+        .collect();
+    let parity = dir.path().join("parity.json");
+    let json = serde_json::json!({"bundle": bundle_dir, "reviews": reviews});
+    std::fs::write(&parity, serde_json::to_vec(&json).unwrap()).unwrap();
+    let report = node_test("tests/parity.test.mjs", &[("FEELINGS_PARITY", &parity)]);
+    assert!(report.contains("# parity {"), "the page printed no figures");
+
+    println!(
+        "per review over 50 (batch of 50): native {native_ms:.1} ms, wasmtime {guest_ms:.1} ms \
+         (x{:.2}); component ready in {:.1} s (cached: {}), instantiate {instantiate:?}",
+        guest_ms / native_ms,
+        prepared.duration.as_secs_f64(),
+        prepared.from_cache
+    );
+}

@@ -1,0 +1,90 @@
+// What the browser tests share: a static server laid out as the gateway serves the page, and
+// Debian's Chromium.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const TYPES = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.json': 'application/json', '.wasm': 'application/wasm', '.onnx': 'application/octet-stream',
+  '.png': 'image/png',
+};
+
+/** The value of environment variable `name`, which the test needs. */
+export function need(name) {
+  const value = process.env[name];
+  assert.ok(value, `${name} must be set (see the comment at the top of the test file)`);
+  return value;
+}
+
+/** Serves web/ at / and the bundle folder at /model/, as the gateway does. */
+export function serve(bundle) {
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    const rel = decodeURIComponent(url.pathname);
+    const file = rel.startsWith('/model/')
+      ? path.join(bundle, rel.slice('/model/'.length))
+      : path.join(WEB, rel === '/' ? 'index.html' : rel);
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end('not found');
+    }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** Debian's Chromium (or $CHROMIUM), headless, never a downloaded browser. */
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** Opens the page served by `server` and waits until its model is ready; returns the page and
+ * the milliseconds that took. */
+export async function openReady(browser, server, errors) {
+  const page = await browser.newPage({ viewport: { width: 900, height: 1000 } });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const started = Date.now();
+  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 180_000 });
+  return { page, readyMs: Date.now() - started };
+}
+
+/** Pastes `texts` (one per line) into the batch box and returns the table's rows. */
+export async function classifyBatch(page, texts) {
+  await page.fill('#batch', texts.join('\n'));
+  const started = Date.now();
+  await page.click('#classify-batch');
+  await page.waitForSelector('#batch-results:not([hidden]) tbody tr', { timeout: 600_000 });
+  const ms = Date.now() - started;
+  const rows = await page.$$eval('#batch-results tbody tr',
+    (trs) => trs.map((tr) => ({ label: tr.dataset.label, score: Number(tr.dataset.score) })));
+  return { rows, ms };
+}
+
+/** Types `text` into the review box, presses the button and returns the result and its time. */
+export async function classifyOne(page, text) {
+  await page.evaluate(() => {
+    const r = document.getElementById('result');
+    delete r.dataset.label;
+    delete r.dataset.score;
+  });
+  await page.fill('#review', text);
+  const started = Date.now();
+  await page.click('#classify');
+  await page.waitForSelector('#result[data-label]', { timeout: 60_000 });
+  const ms = Date.now() - started;
+  const label = await page.getAttribute('#result', 'data-label');
+  const score = Number(await page.getAttribute('#result', 'data-score'));
+  return { label, score, ms };
+}
