@@ -1,16 +1,26 @@
-//! wasmtime sandboxes around the classifier component (`wasm-app/wit/feelings.wit`).
+//! wasmtime sandboxes around the classifier component (`wasm-app/wit/feelings.wit`), each with
+//! nothing granted (no files, network, environment, clock beyond WASI's defaults), a memory cap,
+//! a bounded stack and a CPU deadline per call.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use feelings_core::{Bundle, Prediction};
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::snapshot::{self, Preparation};
 
 wasmtime::component::bindgen!({ world: "classifier", path: "../wasm-app/wit" });
+
+/// How often the engine's epoch advances: the granularity of the CPU deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The most stack a guest may use, in bytes.
+pub const MAX_WASM_STACK: usize = 1 << 20;
 
 /// What can go wrong when building or using a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +28,10 @@ pub enum SandboxError {
     /// The component could not be compiled or linked.
     #[error("the classifier component cannot be used: {0}")]
     Component(String),
-    /// The guest trapped (a bug, or a limit hit); the instance is unusable.
+    /// The guest ran past its CPU deadline and was stopped; the instance is unusable.
+    #[error("the sandbox ran past its deadline of {0:?} and was stopped")]
+    Deadline(Duration),
+    /// The guest trapped (a bug, or the memory cap hit); the instance is unusable.
     #[error("the sandbox trapped: {0}")]
     Trap(String),
     /// The guest refused the request (e.g. a bundle it cannot load).
@@ -29,18 +42,23 @@ pub enum SandboxError {
     Cache(String),
 }
 
-/// The per-instance state: WASI with nothing granted.
+/// The per-instance state: WASI with nothing granted, and the memory cap.
 pub(crate) struct Guest {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: StoreLimits,
 }
 
 impl Guest {
-    /// No files, no network, no environment, no arguments.
-    pub(crate) fn new() -> Self {
+    /// No files, no network, no environment, no arguments; at most `memory` bytes of memory.
+    pub(crate) fn new(memory: usize) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .trap_on_grow_failure(true)
+                .build(),
         }
     }
 }
@@ -69,18 +87,42 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<Guest>, SandboxError> {
     Ok(linker)
 }
 
+/// A store for one instance: limited to `memory` bytes, stopped at the epoch deadline.
+pub(crate) fn guest_store(engine: &Engine, memory: usize) -> Store<Guest> {
+    let mut store = Store::new(engine, Guest::new(memory));
+    store.limiter(|guest| &mut guest.limits);
+    store.epoch_deadline_trap();
+    store
+}
+
 /// How sandboxes are made.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SandboxOptions {
     /// Folder for compiled, pre-initialised components (one file per component and bundle);
     /// `None` makes the snapshot again at every start.
     pub cache_dir: Option<PathBuf>,
+    /// The most linear memory one instance may have, in bytes (the snapshot's model included).
+    pub memory_limit: usize,
+    /// The most CPU time one classify call may take; the instance is stopped past it.
+    pub deadline: Duration,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            memory_limit: 1 << 30,
+            deadline: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The pre-initialised component for one bundle, ready to instantiate.
 pub struct Sandboxes {
     engine: Engine,
     pre: ClassifierPre<Guest>,
+    options: SandboxOptions,
+    ticking: Arc<AtomicBool>,
 }
 
 impl Sandboxes {
@@ -92,7 +134,10 @@ impl Sandboxes {
         options: &SandboxOptions,
     ) -> Result<(Self, Preparation), SandboxError> {
         let mut config = Config::new();
-        config.wasm_simd(true);
+        config
+            .wasm_simd(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK);
         let engine = Engine::new(&config).map_err(component_error)?;
         let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
         let (component, preparation) = snapshot::prepare(
@@ -108,22 +153,57 @@ impl Sandboxes {
                 .map_err(component_error)?,
         )
         .map_err(component_error)?;
-        Ok((Self { engine, pre }, preparation))
+        let ticking = Arc::new(AtomicBool::new(true));
+        let (ticker, running) = (engine.clone(), ticking.clone());
+        std::thread::Builder::new()
+            .name("feelings-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .map_err(|e| SandboxError::Component(format!("cannot start the epoch timer: {e}")))?;
+        let sandboxes = Self {
+            engine,
+            pre,
+            options: options.clone(),
+            ticking,
+        };
+        Ok((sandboxes, preparation))
     }
 
     /// A fresh instance, the bundle already loaded; also returns how long it took.
     pub fn instance(&self) -> Result<(Sandbox, Duration), SandboxError> {
         let started = Instant::now();
-        let mut store = Store::new(&self.engine, Guest::new());
+        let mut store = guest_store(&self.engine, self.options.memory_limit);
+        store.set_epoch_deadline(deadline_ticks(self.options.deadline));
         let bindings = self.pre.instantiate(&mut store).map_err(trap)?;
-        Ok((Sandbox { store, bindings }, started.elapsed()))
+        let sandbox = Sandbox {
+            store,
+            bindings,
+            deadline: self.options.deadline,
+        };
+        Ok((sandbox, started.elapsed()))
     }
+}
+
+impl Drop for Sandboxes {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Epoch ticks in `deadline`, at least one.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
 }
 
 /// One instance of the classifier with a bundle loaded.
 pub struct Sandbox {
     store: Store<Guest>,
     bindings: Classifier,
+    deadline: Duration,
 }
 
 impl Sandbox {
@@ -132,26 +212,28 @@ impl Sandbox {
     pub fn load(&mut self, bundle: &Bundle) -> Result<Duration, SandboxError> {
         let started = Instant::now();
         let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
-        self.bindings
-            .feelings_classifier_classify()
+        self.store.set_epoch_deadline(deadline_ticks(self.deadline));
+        let classify = self.bindings.feelings_classifier_classify();
+        classify
             .call_load(
                 &mut self.store,
                 &manifest_json,
                 &bundle.model,
                 &bundle.tokenizer,
             )
-            .map_err(trap)?
+            .map_err(|e| self.failure(e))?
             .map_err(SandboxError::Refused)?;
         Ok(started.elapsed())
     }
 
-    /// Classifies reviews inside the sandbox.
+    /// Classifies reviews inside the sandbox, within the deadline. After an error other than
+    /// `Refused` the instance must be dropped.
     pub fn classify(&mut self, texts: &[String]) -> Result<Vec<Prediction>, SandboxError> {
-        let predictions = self
-            .bindings
-            .feelings_classifier_classify()
+        self.store.set_epoch_deadline(deadline_ticks(self.deadline));
+        let classify = self.bindings.feelings_classifier_classify();
+        let predictions = classify
             .call_classify(&mut self.store, texts)
-            .map_err(trap)?
+            .map_err(|e| self.failure(e))?
             .map_err(SandboxError::Refused)?;
         Ok(predictions
             .into_iter()
@@ -162,5 +244,12 @@ impl Sandbox {
                 truncated: p.truncated,
             })
             .collect())
+    }
+
+    fn failure(&self, e: wasmtime::Error) -> SandboxError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => SandboxError::Deadline(self.deadline),
+            _ => trap(e),
+        }
     }
 }

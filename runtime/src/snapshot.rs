@@ -5,6 +5,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use feelings_core::Bundle;
@@ -13,7 +14,7 @@ use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
-use crate::sandbox::{component_error, linker, trap, Classifier, Guest};
+use crate::sandbox::{component_error, guest_store, linker, trap, Classifier, Guest};
 use crate::SandboxError;
 
 /// Where the ready-to-run component came from, and what it cost.
@@ -92,7 +93,9 @@ fn store_artifact(file: &Path, component: &Component) -> Result<(), SandboxError
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(cache_error)?;
     }
-    let partial = file.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let partial = file.with_extension(format!("tmp{}-{write}", std::process::id()));
     std::fs::write(&partial, bytes).map_err(cache_error)?;
     std::fs::rename(&partial, file).map_err(cache_error)
 }
@@ -108,7 +111,9 @@ fn snapshot(
     let wizer = Wizer::new();
     let (context, instrumented) = wizer.instrument_component(wasm).map_err(component_error)?;
     let component = Component::new(engine, &instrumented).map_err(component_error)?;
-    let mut store = Store::new(engine, Guest::new());
+    // The bundle is the operator's; no memory cap or deadline while it loads.
+    let mut store = guest_store(engine, usize::MAX);
+    store.set_epoch_deadline(u64::MAX / 2);
     let instance = linker(engine)?
         .instantiate(&mut store, &component)
         .map_err(trap)?;

@@ -1,5 +1,6 @@
 //! End-to-end tests across the pieces, one test binary.
 
+mod gateway;
 mod parity;
 mod sandbox;
 mod web_page;

@@ -89,6 +89,7 @@ fn native_wasmtime_and_chromium_agree_on_50_real_reviews() {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-cache");
     let options = SandboxOptions {
         cache_dir: Some(cache),
+        ..SandboxOptions::default()
     };
     let (sandboxes, prepared) = Sandboxes::new(&component(), &bundle, &options).unwrap();
     let (mut sandbox, instantiate) = sandboxes.instance().unwrap();

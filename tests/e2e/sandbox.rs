@@ -24,6 +24,7 @@ fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile
     let cache = tempfile::tempdir().unwrap();
     let options = SandboxOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxOptions::default()
     };
     let (sandboxes, made) = Sandboxes::new(&component(), &bundle, &options).unwrap();
     assert!(!made.from_cache);

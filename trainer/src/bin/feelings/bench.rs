@@ -195,6 +195,7 @@ fn guest_rows(
     let component = std::fs::read(wasm).with_context(|| format!("{}", wasm.display()))?;
     let options = SandboxOptions {
         cache_dir: Some(args.wasm_cache.clone()),
+        ..SandboxOptions::default()
     };
     let bundle = Bundle::read_dir(args.bundle.as_deref().unwrap_or(wasm))?;
     let (sandboxes, prepared) = Sandboxes::new(&component, &bundle, &options)?;

@@ -1,0 +1,91 @@
+//! The gateway's errors: one place maps each kind to its HTTP status and stable code, and every
+//! error answers as JSON `{"error": {"code", "message", "request_id"}}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is not JSON (or not UTF-8).
+    MalformedJson,
+    /// The JSON does not have the expected shape or values.
+    InvalidRequest,
+    /// More texts than a request may carry.
+    TooManyTexts,
+    /// The body is larger than the limit.
+    BodyTooLarge,
+    /// The queue is full: try again later.
+    Overloaded,
+    /// No answer within the request timeout.
+    Timeout,
+    /// The sandbox trapped or ran past its deadline; it was replaced.
+    SandboxFailed,
+    /// The classifier refused the texts.
+    ClassifierError,
+    /// No such resource.
+    NotFound,
+}
+
+impl ErrorKind {
+    /// The HTTP status and the stable code of this kind.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::InvalidRequest => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            Self::TooManyTexts => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_texts"),
+            Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            Self::SandboxFailed => (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed"),
+            Self::ClassifierError => (StatusCode::INTERNAL_SERVER_ERROR, "classifier_error"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// A message naming the problem, for people.
+    pub message: String,
+    /// The request's `x-request-id`.
+    pub request_id: String,
+}
+
+impl ApiError {
+    /// An error of `kind` for the request `request_id`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>, request_id: &str) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            request_id: request_id.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.kind.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(request_id = %self.request_id, code, "{}", self.message);
+        }
+        let body = json!({"error": {"code": code, "message": self.message, "request_id": self.request_id}});
+        let mut response = (status, Json(body)).into_response();
+        if self.kind == ErrorKind::Overloaded {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

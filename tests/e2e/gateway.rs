@@ -1,0 +1,388 @@
+//! The gateway's router with real sandboxes (a tiny trained bundle), driven without a socket:
+//! every endpoint, every error code, faults, and 2,000 malformed bodies.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use feelings_runtime::{app, start, AppState, GatewayOptions, Limits, PoolOptions, SandboxOptions};
+use feelings_trainer::fixtures;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::root;
+
+/// The tiny bundle, made once per test run in the target folder (the tests share it).
+fn bundle() -> &'static Path {
+    static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gateway-fixture");
+        let _ = std::fs::remove_dir_all(&dir);
+        fixtures::tiny_bundle(&dir, 96, 5, |s| {
+            s.seq_len = 24;
+            s.epochs = 1;
+        })
+        .unwrap()
+    })
+}
+
+fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    GatewayOptions {
+        model: bundle().to_path_buf(),
+        component: target.join("wasm32-wasip2/release/feelings_core.wasm"),
+        web_dir: Some(root().join("web")),
+        sandbox: SandboxOptions {
+            cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-cache")),
+            ..sandbox
+        },
+        pool: PoolOptions {
+            instances: 2,
+            queue: 32,
+            max_batch: 16,
+        },
+        limits,
+    }
+}
+
+fn test_limits() -> Limits {
+    Limits {
+        max_body_bytes: 16 << 10,
+        max_texts: 8,
+        max_chars: 2_000,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// One gateway for the tests that do not break it.
+fn gateway() -> Arc<AppState> {
+    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            start(&options(SandboxOptions::default(), test_limits()))
+                .unwrap()
+                .0
+        })
+        .clone()
+}
+
+struct Answer {
+    status: StatusCode,
+    request_id: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code, after checking the error body carries this request's id.
+    fn error_code(&self) -> String {
+        let body = self.json();
+        assert_eq!(body["error"]["request_id"], self.request_id.as_str());
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        body["error"]["code"].as_str().unwrap().to_string()
+    }
+}
+
+async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map_or(String::new(), |v| v.to_str().unwrap().to_string())
+    };
+    let (request_id, content_type) = (header("x-request-id"), header("content-type"));
+    let status = response.status();
+    let body = to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Answer {
+        status,
+        request_id,
+        content_type,
+        body,
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn post_json(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/v1/classify")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_answers() {
+    let state = gateway();
+    let health = send(&state, get("/healthz")).await;
+    assert_eq!(
+        (health.status, health.body.as_slice()),
+        (StatusCode::OK, &b"ok"[..])
+    );
+    assert!(
+        !health.request_id.is_empty(),
+        "every answer carries x-request-id"
+    );
+    assert_eq!(send(&state, get("/readyz")).await.status, StatusCode::OK);
+
+    let model = send(&state, get("/v1/model")).await;
+    assert_eq!(model.status, StatusCode::OK);
+    let manifest = model.json();
+    assert_eq!(manifest["max_seq_len"], 24);
+    assert_eq!(manifest["labels"]["positive"], "positive");
+
+    let bundle_manifest = send(&state, get("/model/feelings.json")).await;
+    assert_eq!(bundle_manifest.json(), manifest);
+    let onnx = send(&state, get("/model/model.onnx")).await;
+    assert_eq!(
+        onnx.body,
+        std::fs::read(bundle().join("model.onnx")).unwrap()
+    );
+    let missing = send(&state, get("/model/secrets.txt")).await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+
+    let page = send(&state, get("/")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&page.body).contains("id=\"review\""));
+
+    let one = send(
+        &state,
+        post_json(r#"{"text": "the movie was great and wonderful"}"#),
+    )
+    .await;
+    assert_eq!(one.status, StatusCode::OK);
+    let one = one.json();
+    assert_eq!(one["model"], manifest["name"]);
+    assert_eq!(one["truncated"], false);
+    assert!((0.0..=1.0).contains(&one["score"].as_f64().unwrap()));
+    let many = send(
+        &state,
+        post_json(r#"{"texts": ["the plot was awful", "the acting was fine"]}"#),
+    )
+    .await;
+    assert_eq!(many.json().as_array().unwrap().len(), 2);
+    let long = json!({"text": "the movie was great ".repeat(500)}).to_string();
+    assert_eq!(
+        send(&state, post_json(long)).await.json()["truncated"],
+        true
+    );
+
+    let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
+    for name in [
+        "feelings_http_requests_total",
+        "feelings_sandbox_instantiations_total",
+        "feelings_http_request_duration_seconds_bucket",
+        "feelings_queue_depth",
+        "feelings_rejected_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_their_documented_codes() {
+    let state = gateway();
+    let plain = Request::post("/v1/classify")
+        .body(Body::from(r#"{"text":"hi"}"#))
+        .unwrap();
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            plain,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            post_json("{\"text\": "),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            post_json(&b"{\"text\": \"\xff\xfe\"}"[..]),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            post_json(r#"{"text": 3}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            post_json(r#"{"text": "a", "texts": ["b"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            post_json(r#"{"texts": []}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            post_json(r#"{"txt": "a"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            post_json(r#"{"texts": ["a","a","a","a","a","a","a","a","a"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_texts",
+        ),
+        (
+            post_json(json!({"text": "x".repeat(20 << 10)}).to_string()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = send(&state, request).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (status, code)
+        );
+    }
+}
+
+/// 2,000 bodies: valid ones, cut ones, random bytes, random JSON, wrong content types.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_malformed_bodies_never_get_a_server_error() {
+    let state = gateway();
+    let mut rng = StdRng::seed_from_u64(7);
+    let valid = [
+        r#"{"text": "the movie was great"}"#,
+        r#"{"texts": ["awful", "fine", ""]}"#,
+    ];
+    let values = [
+        "null",
+        "true",
+        "-1e400",
+        "\"\\ud800\"",
+        "[[[[[]]]]]",
+        "{}",
+        "\"\u{0}\"",
+        "1.5",
+    ];
+    for i in 0..2_000 {
+        let base = valid[i % 2].as_bytes().to_vec();
+        let body: Vec<u8> = match rng.random_range(0..5) {
+            0 => base[..rng.random_range(0..base.len())].to_vec(),
+            1 => (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+            2 => {
+                let mut b = base.clone();
+                let at = rng.random_range(0..b.len());
+                b[at] = rng.random();
+                b
+            }
+            3 => format!(
+                r#"{{"text": {}}}"#,
+                values[rng.random_range(0..values.len())]
+            )
+            .into_bytes(),
+            _ => format!(
+                r#"{{"texts": [{}]}}"#,
+                values[rng.random_range(0..values.len())]
+            )
+            .into_bytes(),
+        };
+        let content_type = [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+        ][rng.random_range(0..3)];
+        let request = Request::post("/v1/classify")
+            .header("content-type", content_type)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let answer = send(&state, request).await;
+        assert!(
+            [200, 400, 413, 415, 422].contains(&answer.status.as_u16()),
+            "{} for {content_type} {:?}",
+            answer.status,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let after = send(&state, post_json(r#"{"text": "the plot was boring"}"#)).await;
+    assert_eq!(after.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_past_its_deadline_is_stopped_and_replaced() {
+    let deadline = Duration::from_millis(20);
+    let sandbox = SandboxOptions {
+        deadline,
+        ..SandboxOptions::default()
+    };
+    let limits = Limits {
+        max_body_bytes: 8 << 20,
+        max_chars: 4_000_000,
+        ..test_limits()
+    };
+    let (state, _) = start(&options(sandbox, limits)).unwrap();
+    for _ in 0..5 {
+        // Tokenising a million words takes the guest far longer than 20 ms.
+        let huge =
+            json!({"text": "the movie was great and wonderful ".repeat(100_000)}).to_string();
+        let started = Instant::now();
+        let answer = send(&state, post_json(huge)).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
+        );
+        assert!(String::from_utf8_lossy(&answer.body).contains("deadline"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stopped late: {:?}",
+            started.elapsed()
+        );
+        let next = send(&state, post_json(r#"{"text": "the acting was fine"}"#)).await;
+        assert_eq!(next.status, StatusCode::OK, "the next request is served");
+    }
+    let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
+    assert!(
+        metrics.contains("feelings_sandbox_traps_total 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_out_of_memory_traps_and_is_replaced() {
+    let sandbox = SandboxOptions {
+        memory_limit: 64 << 20,
+        ..SandboxOptions::default()
+    };
+    let limits = Limits {
+        max_body_bytes: 32 << 20,
+        max_chars: 8_000_000,
+        ..test_limits()
+    };
+    let (state, _) = start(&options(sandbox, limits)).unwrap();
+    let texts = vec!["the movie was great and wonderful ".repeat(200_000); 4];
+    let answer = send(&state, post_json(json!({ "texts": texts }).to_string())).await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
+    );
+    let next = send(&state, post_json(r#"{"text": "the acting was fine"}"#)).await;
+    assert_eq!(next.status, StatusCode::OK, "the next request is served");
+}
