@@ -33,7 +33,7 @@ pub struct GatewayOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The bundle is missing or damaged (the error names the file).
-    #[error("the model bundle: {0}")]
+    #[error(transparent)]
     Bundle(#[from] BundleError),
     /// The component file cannot be read.
     #[error("{path}: {source} (build it with `bash web/build.sh`, or pass --component)")]

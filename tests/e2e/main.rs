@@ -3,6 +3,7 @@
 mod gateway;
 mod parity;
 mod sandbox;
+mod serve;
 mod web_page;
 
 use std::path::{Path, PathBuf};

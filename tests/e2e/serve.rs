@@ -1,0 +1,239 @@
+//! The `feelings-serve` process on loopback: a bounded load at a fixed arrival rate, load
+//! shedding beyond capacity, RSS across replaced sandboxes, and SIGTERM during load.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use feelings_trainer::fixtures;
+
+/// The binary `cargo test --workspace` builds (the runtime crate has integration tests).
+fn binary() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let path = target.join("debug/feelings-serve");
+    assert!(
+        path.is_file(),
+        "{} is missing: cargo build -p feelings-runtime",
+        path.display()
+    );
+    path
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `feelings-serve` on a free port with a tiny bundle in `dir` and `args`.
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let bundle = fixtures::tiny_bundle(dir, 96, 5, |s| {
+            s.seq_len = 24;
+            s.epochs = 1;
+        })
+        .unwrap();
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+        let mut child = Command::new(binary())
+            .arg("--model")
+            .arg(&bundle)
+            .arg("--component")
+            .arg(target.join("wasm32-wasip2/release/feelings_core.wasm"))
+            .arg("--cache")
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-cache"))
+            .args(["--addr", "127.0.0.1:0", "--no-web"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::inherit())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (found, listening) = mpsc::channel();
+        let logs = BufReader::new(child.stdout.take().unwrap());
+        thread::spawn(move || {
+            for line in logs.lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
+                }
+            }
+        });
+        let base = listening
+            .recv_timeout(Duration::from_secs(300))
+            .expect("feelings-serve did not start listening");
+        Self { child, base }
+    }
+
+    fn post(&self, body: &str) -> (u16, Duration) {
+        let started = Instant::now();
+        let status = match ureq::post(&format!("{}/v1/classify", self.base))
+            .header("content-type", "application/json")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body)
+        {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        };
+        (status, started.elapsed())
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `rate` requests a second for `seconds`, each on its own thread; returns the statuses
+/// and latencies.
+fn fixed_rate(server: &Server, rate: u32, seconds: u32, body: &str) -> Vec<(u16, Duration)> {
+    let started = Instant::now();
+    let total = rate * seconds;
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..total)
+            .map(|i| {
+                let due = Duration::from_secs_f64(f64::from(i) / f64::from(rate));
+                thread::sleep(due.saturating_sub(started.elapsed()));
+                scope.spawn(move || server.post(body))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn below_capacity_nothing_fails_and_above_it_only_fast_503s() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--instances", "2", "--queue", "8"]);
+    let body = r#"{"texts": ["the movie was great", "the plot was awful and very boring"]}"#;
+    let steady = fixed_rate(&server, 40, 10, body);
+    let failed = steady.iter().filter(|(s, _)| *s != 200).count();
+    let mut latencies: Vec<Duration> = steady.iter().map(|(_, l)| *l).collect();
+    latencies.sort();
+    println!(
+        "40 req/s for 10 s: {} requests, {failed} not 200, p50 {:?}, p99 {:?}",
+        steady.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100]
+    );
+    assert_eq!(failed, 0, "below capacity every request succeeds");
+
+    // 400 long requests at once against 2 sandboxes and a queue of 8.
+    let long =
+        serde_json::json!({"texts": vec!["the movie was great and wonderful ".repeat(300); 8]})
+            .to_string();
+    let burst: Vec<(u16, Duration)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..400)
+            .map(|_| scope.spawn(|| server.post(&long)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let shed: Vec<&(u16, Duration)> = burst.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(
+        burst.iter().all(|(s, _)| *s == 200 || *s == 503),
+        "only 200 or 503: {burst:?}"
+    );
+    assert!(!shed.is_empty(), "some requests are shed");
+    let slowest_shed = shed.iter().map(|(_, l)| *l).max().unwrap();
+    println!(
+        "burst of 400: {} shed, slowest 503 in {slowest_shed:?}",
+        shed.len()
+    );
+    assert!(
+        slowest_shed < Duration::from_secs(2),
+        "503s are answered at once"
+    );
+    assert_eq!(server.post(body).0, 200, "the server still answers");
+}
+
+#[test]
+fn rss_stays_flat_while_sandboxes_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--deadline",
+            "0.02",
+            "--max-chars",
+            "4000000",
+            "--max-body-bytes",
+            "8000000",
+        ],
+    );
+    let huge = serde_json::json!({"text": "the movie was great and wonderful ".repeat(100_000)})
+        .to_string();
+    let small = r#"{"text": "the acting was fine"}"#;
+    assert_eq!(server.post(&huge).0, 500);
+    let before = server.rss_kib();
+    for _ in 0..20 {
+        assert_eq!(server.post(&huge).0, 500, "past the deadline");
+        assert_eq!(server.post(small).0, 200, "the next request is served");
+    }
+    let after = server.rss_kib();
+    println!("RSS before {before} KiB, after 20 replaced sandboxes {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+}
+
+#[test]
+fn sigterm_during_load_finishes_the_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--instances", "1"]);
+    let long =
+        serde_json::json!({"texts": vec!["the movie was great and wonderful ".repeat(550); 16]})
+            .to_string();
+    let statuses: Vec<u16> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| scope.spawn(|| server.post(&long).0))
+            .collect();
+        thread::sleep(Duration::from_millis(100));
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 12], "requests in flight complete");
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "a clean exit after SIGTERM: {exit}");
+}
+
+#[test]
+fn a_missing_component_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = fixtures::tiny_bundle(dir.path(), 32, 5, |s| {
+        s.seq_len = 16;
+        s.epochs = 1;
+    })
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("--model")
+        .arg(&bundle)
+        .args(["--component", "/nonexistent/feelings_core.wasm", "--no-web"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("/nonexistent/feelings_core.wasm") && text.contains("web/build.sh"),
+        "{text}"
+    );
+}
