@@ -19,8 +19,9 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::pool::Pool;
 use crate::SandboxError;
@@ -71,7 +72,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/classify", post(classify))
         .route("/v1/model", get(model))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/model/{file}", get(bundle_file))
@@ -92,6 +94,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .with_state(state)
 }
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// This description.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The API's OpenAPI description, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Movie review feelings",
+        description = "Positive or negative: movie reviews classified by a fine-tuned BERT in WebAssembly sandboxes."
+    ),
+    paths(classify, model, healthz, readyz, metrics, bundle_file, openapi),
+    components(schemas(ClassifyRequest, Classified, ErrorBody, ErrorDetail))
+)]
+pub struct ApiDoc;
 
 fn request_id(headers: &HeaderMap) -> String {
     headers
@@ -122,16 +148,18 @@ async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next
     response
 }
 
-/// `POST /v1/classify` body: one text or a list.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/classify` body: one text or a list (exactly one of the two).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ClassifyRequest {
+pub(crate) struct ClassifyRequest {
+    /// One review.
     text: Option<String>,
+    /// Several reviews, answered in order.
     texts: Option<Vec<String>>,
 }
 
 /// One answer of `POST /v1/classify`.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Classified {
     /// The decided label.
     pub label: String,
@@ -145,7 +173,18 @@ pub struct Classified {
     pub truncated: bool,
 }
 
-async fn classify(
+/// Classifies one review (`text`, one answer) or several (`texts`, a list in order).
+#[utoipa::path(post, path = "/v1/classify", request_body = ClassifyRequest, responses(
+    (status = 200, description = "The answer for `text`; for `texts`, a list of them", body = Classified),
+    (status = 400, description = "Not JSON, or not UTF-8", body = ErrorBody),
+    (status = 413, description = "Body over the limit", body = ErrorBody),
+    (status = 415, description = "Not application/json", body = ErrorBody),
+    (status = 422, description = "Wrong shape, or too many texts", body = ErrorBody),
+    (status = 500, description = "The sandbox failed (and was replaced)", body = ErrorBody),
+    (status = 503, description = "Queue full: retry later", body = ErrorBody),
+    (status = 504, description = "No answer in time", body = ErrorBody),
+))]
+pub(crate) async fn classify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -260,7 +299,9 @@ fn cut_text(text: String, max_chars: usize, truncation: Truncation) -> (String, 
     (cut, true)
 }
 
-async fn model(State(state): State<Arc<AppState>>) -> Response {
+/// The deployed bundle's manifest: name, labels, sequence length, threshold, metrics.
+#[utoipa::path(get, path = "/v1/model", responses((status = 200, description = "feelings.json", body = Object)))]
+pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Response {
     json_bytes(state.files[0].clone())
 }
 
@@ -268,7 +309,12 @@ fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-async fn readyz(
+/// Whether the sandboxes started and answered.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "ready", body = String),
+    (status = 503, description = "not ready", body = ErrorBody),
+))]
+pub(crate) async fn readyz(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<&'static str, ApiError> {
@@ -283,7 +329,9 @@ async fn readyz(
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", body = String)))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -294,8 +342,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// `GET /model/{file}`: the deployed bundle, where the page loads it from.
-async fn bundle_file(
+/// The deployed bundle's files, where the page loads them from.
+#[utoipa::path(get, path = "/model/{file}", params(("file" = String, Path, description = "feelings.json, model.onnx or tokenizer.json")),
+    responses((status = 200, description = "the file"), (status = 404, description = "no such file", body = ErrorBody)))]
+pub(crate) async fn bundle_file(
     State(state): State<Arc<AppState>>,
     Path(file): Path<String>,
     headers: HeaderMap,

@@ -4,7 +4,8 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,26 @@ impl ErrorKind {
     }
 }
 
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`code`) and people (`message`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code: `malformed_json`, `invalid_request`, `too_many_texts`, `body_too_large`,
+    /// `unsupported_media_type`, `overloaded`, `timeout`, `sandbox_failed`, `classifier_error`,
+    /// `not_found`.
+    pub code: String,
+    /// What the problem is.
+    pub message: String,
+    /// The request's `x-request-id`, also in the answer's headers and the server's logs.
+    pub request_id: String,
+}
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -79,7 +100,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(request_id = %self.request_id, code, "{}", self.message);
         }
-        let body = json!({"error": {"code": code, "message": self.message, "request_id": self.request_id}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: self.message,
+                request_id: self.request_id,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if self.kind == ErrorKind::Overloaded {
             response

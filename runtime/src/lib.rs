@@ -14,8 +14,8 @@ mod pool;
 mod sandbox;
 mod snapshot;
 
-pub use api::{app, AppState, Classified, Limits};
-pub use error::{ApiError, ErrorKind};
+pub use api::{app, ApiDoc, AppState, Classified, Limits};
+pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
 pub use gateway::{start, GatewayOptions, StartError};
 pub use metrics::Metrics;
 pub use pool::{JobResult, Overloaded, Pool, PoolOptions};

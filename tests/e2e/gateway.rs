@@ -187,6 +187,22 @@ async fn every_endpoint_answers() {
         true
     );
 
+    let openapi = send(&state, get("/openapi.json")).await.json();
+    for path in [
+        "/v1/classify",
+        "/v1/model",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/model/{file}",
+    ] {
+        assert!(
+            openapi["paths"][path].is_object(),
+            "{path} missing from /openapi.json"
+        );
+    }
+    assert!(openapi["components"]["schemas"]["Classified"].is_object());
+
     let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
     for name in [
         "feelings_http_requests_total",
