@@ -96,9 +96,9 @@ impl Answer {
 
 async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
     let response = app(state.clone()).oneshot(request).await.unwrap();
+    let headers = response.headers().clone();
     let header = |name: &str| {
-        response
-            .headers()
+        headers
             .get(name)
             .map_or(String::new(), |v| v.to_str().unwrap().to_string())
     };
@@ -401,4 +401,37 @@ async fn a_guest_out_of_memory_traps_and_is_replaced() {
     );
     let next = send(&state, post_json(r#"{"text": "the acting was fine"}"#)).await;
     assert_eq!(next.status, StatusCode::OK, "the next request is served");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_batched_together_get_their_own_answers() {
+    let state = gateway();
+    let texts: Vec<String> = fixtures::reviews(24, 3)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let mut alone = Vec::new();
+    for text in &texts {
+        let body = json!({ "text": text }).to_string();
+        alone.push(send(&state, post_json(body)).await.json());
+    }
+    let together = futures_join(texts.iter().map(|text| {
+        let state = state.clone();
+        let body = json!({ "text": text }).to_string();
+        tokio::spawn(async move { send(&state, post_json(body)).await.json() })
+    }))
+    .await;
+    for (a, t) in alone.iter().zip(&together) {
+        assert_eq!(a["label"], t["label"]);
+        let (a, t) = (a["score"].as_f64().unwrap(), t["score"].as_f64().unwrap());
+        assert!((a - t).abs() <= 1e-4, "{a} vs {t}");
+    }
+}
+
+async fn futures_join(handles: impl Iterator<Item = tokio::task::JoinHandle<Value>>) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        answers.push(handle.await.unwrap());
+    }
+    answers
 }

@@ -29,8 +29,9 @@ struct Args {
     /// Classification jobs that may wait for a sandbox; beyond it requests get 503 at once.
     #[arg(long, default_value_t = 64)]
     queue: usize,
-    /// Most reviews one sandbox call takes when waiting requests are batched together.
-    #[arg(long, default_value_t = 16)]
+    /// Most reviews one sandbox call takes when waiting requests are batched together; 1 turns
+    /// batching off (the default: inside the sandbox a batch is no faster per review).
+    #[arg(long, default_value_t = PoolOptions::default().max_batch)]
     max_batch: usize,
     /// The classifier component [default: the one `web/build.sh` builds next to this binary:
     /// <target>/wasm32-wasip2/release/feelings_core.wasm].
