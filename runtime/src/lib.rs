@@ -20,4 +20,4 @@ pub use gateway::{start, GatewayOptions, StartError};
 pub use metrics::Metrics;
 pub use pool::{JobResult, Overloaded, Pool, PoolOptions};
 pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes, EPOCH_TICK, MAX_WASM_STACK};
-pub use snapshot::Preparation;
+pub use snapshot::{preinitialise, Preparation};

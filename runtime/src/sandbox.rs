@@ -87,6 +87,16 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<Guest>, SandboxError> {
     Ok(linker)
 }
 
+/// The engine every sandbox runs on: SIMD, epoch interruption, a bounded stack.
+pub(crate) fn engine() -> Result<Engine, SandboxError> {
+    let mut config = Config::new();
+    config
+        .wasm_simd(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK);
+    Engine::new(&config).map_err(component_error)
+}
+
 /// A store for one instance: limited to `memory` bytes, stopped at the epoch deadline.
 pub(crate) fn guest_store(engine: &Engine, memory: usize) -> Store<Guest> {
     let mut store = Store::new(engine, Guest::new(memory));
@@ -133,12 +143,7 @@ impl Sandboxes {
         bundle: &Bundle,
         options: &SandboxOptions,
     ) -> Result<(Self, Preparation), SandboxError> {
-        let mut config = Config::new();
-        config
-            .wasm_simd(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(MAX_WASM_STACK);
-        let engine = Engine::new(&config).map_err(component_error)?;
+        let engine = engine()?;
         let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
         let (component, preparation) = snapshot::prepare(
             &engine,

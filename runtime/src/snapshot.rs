@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
-use crate::sandbox::{component_error, guest_store, linker, trap, Classifier, Guest};
+use crate::sandbox::{component_error, engine, guest_store, linker, trap, Classifier, Guest};
 use crate::SandboxError;
 
 /// Where the ready-to-run component came from, and what it cost.
@@ -98,6 +98,14 @@ fn store_artifact(file: &Path, component: &Component) -> Result<(), SandboxError
     let partial = file.with_extension(format!("tmp{}-{write}", std::process::id()));
     std::fs::write(&partial, bytes).map_err(cache_error)?;
     std::fs::rename(&partial, file).map_err(cache_error)
+}
+
+/// The classifier component `wasm` with `bundle` loaded and warmed up inside it, as a new
+/// component: a self-contained classifier that any component host can run (its `classify`
+/// answers without `load`). `feelings-serve --write-component` writes it.
+pub fn preinitialise(wasm: &[u8], bundle: &Bundle) -> Result<Vec<u8>, SandboxError> {
+    let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
+    snapshot(&engine()?, wasm, bundle, &manifest_json)
 }
 
 /// Instantiates an instrumented copy of the component, loads the bundle and warms up inside it,

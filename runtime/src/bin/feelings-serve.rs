@@ -64,6 +64,10 @@ struct Args {
     /// Memory cap of one sandbox, MiB (the loaded model included).
     #[arg(long, default_value_t = 1024)]
     memory_mib: usize,
+    /// Write the classifier component with the bundle already loaded inside it to this file
+    /// and exit: a self-contained classifier for any WebAssembly component host.
+    #[arg(long, value_name = "FILE")]
+    write_component: Option<PathBuf>,
 }
 
 fn default_component() -> Result<PathBuf> {
@@ -81,6 +85,24 @@ fn default_cache() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("feelings")
+}
+
+/// `--write-component`: the pre-initialised component, for other hosts.
+fn write_component(args: &Args, out: &std::path::Path) -> Result<()> {
+    let bundle = feelings_core::Bundle::read_dir(&args.model)?;
+    let component = match &args.component {
+        Some(path) => path.clone(),
+        None => default_component()?,
+    };
+    let wasm = std::fs::read(&component).with_context(|| format!("{}", component.display()))?;
+    let snapshot = feelings_runtime::preinitialise(&wasm, &bundle)?;
+    std::fs::write(out, &snapshot).with_context(|| format!("{}", out.display()))?;
+    tracing::info!(
+        "wrote {} ({} MB)",
+        out.display(),
+        snapshot.len() / 1_000_000
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -101,6 +123,9 @@ async fn main() -> Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    if let Some(out) = &args.write_component {
+        return write_component(&args, out);
+    }
     let options = GatewayOptions {
         model: args.model.clone(),
         component: match args.component {
