@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 use crate::metrics::Metrics;
 use crate::{Sandbox, SandboxError, Sandboxes};
 
+/// The deadline of the one review each sandbox classifies at start.
+const START_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How the pool is sized.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -69,7 +72,8 @@ impl Pool {
         let mut workers = Vec::with_capacity(options.instances);
         for i in 0..options.instances.max(1) {
             let mut sandbox = fresh(&sandboxes, &metrics)?;
-            sandbox.classify(&["A first review, to check the sandbox answers.".into()])?;
+            let check = ["A first review, to check the sandbox answers.".to_string()];
+            sandbox.classify_within(&check, START_CHECK_DEADLINE)?;
             let worker = Worker {
                 sandboxes: sandboxes.clone(),
                 sandbox,

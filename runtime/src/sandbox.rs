@@ -226,7 +226,7 @@ impl Sandbox {
                 &bundle.model,
                 &bundle.tokenizer,
             )
-            .map_err(|e| self.failure(e))?
+            .map_err(|e| Self::failure(e, self.deadline))?
             .map_err(SandboxError::Refused)?;
         Ok(started.elapsed())
     }
@@ -234,11 +234,21 @@ impl Sandbox {
     /// Classifies reviews inside the sandbox, within the deadline. After an error other than
     /// `Refused` the instance must be dropped.
     pub fn classify(&mut self, texts: &[String]) -> Result<Vec<Prediction>, SandboxError> {
-        self.store.set_epoch_deadline(deadline_ticks(self.deadline));
+        self.classify_within(texts, self.deadline)
+    }
+
+    /// [`Sandbox::classify`] with another deadline for this one call (e.g. a generous one for
+    /// the check at start, which a loaded machine may slow down).
+    pub fn classify_within(
+        &mut self,
+        texts: &[String],
+        deadline: Duration,
+    ) -> Result<Vec<Prediction>, SandboxError> {
+        self.store.set_epoch_deadline(deadline_ticks(deadline));
         let classify = self.bindings.feelings_classifier_classify();
         let predictions = classify
             .call_classify(&mut self.store, texts)
-            .map_err(|e| self.failure(e))?
+            .map_err(|e| Self::failure(e, deadline))?
             .map_err(SandboxError::Refused)?;
         Ok(predictions
             .into_iter()
@@ -251,9 +261,9 @@ impl Sandbox {
             .collect())
     }
 
-    fn failure(&self, e: wasmtime::Error) -> SandboxError {
+    fn failure(e: wasmtime::Error, deadline: Duration) -> SandboxError {
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => SandboxError::Deadline(self.deadline),
+            Some(Trap::Interrupt) => SandboxError::Deadline(deadline),
             _ => trap(e),
         }
     }
