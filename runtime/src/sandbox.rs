@@ -1,6 +1,6 @@
 //! wasmtime sandboxes around the classifier component (`wasm-app/wit/feelings.wit`), each with
 //! nothing granted (no files, network, environment, clock beyond WASI's defaults), a memory cap,
-//! a bounded stack and a CPU deadline per call.
+//! a bounded stack and a deadline per call (wall-clock time, enforced by epoch interruption).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use crate::snapshot::{self, Preparation};
 
 wasmtime::component::bindgen!({ world: "classifier", path: "../wasm-app/wit" });
 
-/// How often the engine's epoch advances: the granularity of the CPU deadline.
+/// How often the engine's epoch advances: the granularity of the deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The most stack a guest may use, in bytes.
@@ -28,7 +28,7 @@ pub enum SandboxError {
     /// The component could not be compiled or linked.
     #[error("the classifier component cannot be used: {0}")]
     Component(String),
-    /// The guest ran past its CPU deadline and was stopped; the instance is unusable.
+    /// The guest ran past its deadline and was stopped; the instance is unusable.
     #[error("the sandbox ran past its deadline of {0:?} and was stopped")]
     Deadline(Duration),
     /// The guest trapped (a bug, or the memory cap hit); the instance is unusable.
@@ -113,7 +113,7 @@ pub struct SandboxOptions {
     pub cache_dir: Option<PathBuf>,
     /// The most linear memory one instance may have, in bytes (the snapshot's model included).
     pub memory_limit: usize,
-    /// The most CPU time one classify call may take; the instance is stopped past it.
+    /// The most time (wall-clock) one classify call may take; the guest is stopped past it.
     pub deadline: Duration,
 }
 

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Serve a model bundle over HTTP: POST /v1/classify {"text": "..."} or {"texts": [...]};
 /// GET /v1/model, /healthz, /readyz, /metrics; the web page at / with the bundle at /model/.
-/// Each request runs in a wasmtime sandbox (no files, network or environment; a CPU deadline
+/// Each request runs in a wasmtime sandbox (no files, network or environment; a deadline
 /// and a memory cap); a sandbox that fails is replaced and the server keeps serving.
 #[derive(Parser)]
 #[command(version)]
@@ -58,7 +58,7 @@ struct Args {
     /// Seconds a request may wait for its answer (504 beyond).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-    /// CPU seconds one sandbox call may take before it is stopped (500, the sandbox replaced).
+    /// Seconds one sandbox call may run before it is stopped (500, the sandbox replaced).
     #[arg(long, default_value_t = 20.0)]
     deadline: f64,
     /// Memory cap of one sandbox, MiB (the loaded model included).
