@@ -40,29 +40,56 @@ pub(crate) fn prepare(
     let started = Instant::now();
     let key = cache_key(engine, wasm, manifest_json);
     let cache_file = cache_dir.map(|dir| dir.join(format!("{key}.cwasm")));
-    if let Some(file) = cache_file.as_deref().filter(|f| f.is_file()) {
-        // SAFETY: the file was written by `Component::serialize` of this program into a folder
-        // the operator owns; wasmtime checks the version and engine settings it was made with.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, file) } {
-            let preparation = Preparation {
-                from_cache: true,
-                cache_file,
-                duration: started.elapsed(),
-            };
-            return Ok((component, preparation));
-        }
+    let finish = |component, from_cache, cache_file| {
+        let preparation = Preparation {
+            from_cache,
+            cache_file,
+            duration: started.elapsed(),
+        };
+        Ok((component, preparation))
+    };
+    let Some(file) = cache_file.as_deref() else {
+        let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
+        return finish(
+            Component::new(engine, &snapshot).map_err(component_error)?,
+            false,
+            None,
+        );
+    };
+    if let Some(component) = read_artifact(engine, file) {
+        return finish(component, true, cache_file);
+    }
+    // One maker per artifact: whoever waited on the lock finds the file made.
+    let _lock = lock(file)?;
+    if let Some(component) = read_artifact(engine, file) {
+        return finish(component, true, cache_file);
     }
     let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
     let component = Component::new(engine, &snapshot).map_err(component_error)?;
-    if let Some(file) = &cache_file {
-        store_artifact(file, &component)?;
+    store_artifact(file, &component)?;
+    finish(component, false, cache_file)
+}
+
+/// The compiled component cached in `file`, if there is a usable one.
+fn read_artifact(engine: &Engine, file: &Path) -> Option<Component> {
+    if !file.is_file() {
+        return None;
     }
-    let preparation = Preparation {
-        from_cache: false,
-        cache_file,
-        duration: started.elapsed(),
-    };
-    Ok((component, preparation))
+    // SAFETY: the file was written by `Component::serialize` of this program into a folder the
+    // operator owns; wasmtime checks the version and engine settings it was made with.
+    unsafe { Component::deserialize_file(engine, file) }.ok()
+}
+
+/// An exclusive lock on `<file>.lock`, held until the returned file is dropped; gateways that
+/// start together on a cold cache make the snapshot once.
+fn lock(file: &Path) -> Result<std::fs::File, SandboxError> {
+    let cache_error = |e: std::io::Error| SandboxError::Cache(format!("{}: {e}", file.display()));
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(cache_error)?;
+    }
+    let lock = std::fs::File::create(file.with_extension("lock")).map_err(cache_error)?;
+    lock.lock().map_err(cache_error)?;
+    Ok(lock)
 }
 
 /// Names the artifact after everything it depends on: the component, the bundle (its manifest

@@ -96,3 +96,25 @@ fn a_bundle_the_guest_cannot_use_is_refused_not_trapped() {
         "{err}"
     );
 }
+
+#[test]
+fn gateways_starting_together_on_a_cold_cache_make_the_snapshot_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = Bundle::read_dir(&tiny_bundle(dir.path())).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let options = SandboxOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxOptions::default()
+    };
+    let wasm = component();
+    let made: Vec<bool> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| Sandboxes::new(&wasm, &bundle, &options).unwrap().1))
+            .collect();
+        starts
+            .into_iter()
+            .map(|s| !s.join().unwrap().from_cache)
+            .collect()
+    });
+    assert_eq!(made.iter().filter(|&&m| m).count(), 1, "{made:?}");
+}
