@@ -27,8 +27,9 @@ wasm-bindgen --target web --no-typescript --remove-name-section --remove-produce
   --out-dir web/pkg \
   "$target_dir/wasm32-unknown-unknown/release/feelings_core.wasm"
 
+# The server build, and the misbehaving guest the gateway's fault tests run.
 CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS='-C target-feature=+simd128' \
-  cargo build --release -p feelings-wasm-app --lib --target wasm32-wasip2
+  cargo build --release -p feelings-wasm-app -p feelings-fault-guest --lib --target wasm32-wasip2
 
 (cd web && npm ci --no-audit --no-fund --silent)
 

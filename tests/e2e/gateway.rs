@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
-use feelings_runtime::{app, start, AppState, GatewayOptions, Limits, PoolOptions, SandboxOptions};
+use feelings_runtime::{
+    app, start, AppState, GatewayOptions, Limits, PoolOptions, SandboxOptions, EPOCH_TICK,
+};
 use feelings_trainer::fixtures;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -435,4 +437,51 @@ async fn futures_join(handles: impl Iterator<Item = tokio::task::JoinHandle<Valu
         answers.push(handle.await.unwrap());
     }
     answers
+}
+
+/// The gateway on the misbehaving test guest (`tests/fault-guest`): "loop" never returns,
+/// "eat" allocates until the memory cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_loops_forever_or_eats_memory_is_stopped_and_replaced() {
+    let deadline = Duration::from_millis(300);
+    let sandbox = SandboxOptions {
+        deadline,
+        memory_limit: 64 << 20,
+        ..SandboxOptions::default()
+    };
+    let mut options = options(sandbox, test_limits());
+    options.component = options
+        .component
+        .with_file_name("feelings_fault_guest.wasm");
+    let (state, _) = start(&options).unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = send(&state, post_json(r#"{"text": "loop"}"#)).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
+        );
+        println!("a guest looping forever answered 500 after {took:?} (deadline {deadline:?})");
+        assert!(
+            took < deadline + EPOCH_TICK + Duration::from_millis(700),
+            "stopped after {took:?}"
+        );
+        let next = send(&state, post_json(r#"{"text": "fine"}"#)).await;
+        assert_eq!(next.json()["score"], 0.25, "the next request is served");
+
+        let answer = send(&state, post_json(r#"{"text": "eat"}"#)).await;
+        assert_eq!(answer.error_code(), "sandbox_failed");
+        assert!(
+            !String::from_utf8_lossy(&answer.body).contains("deadline"),
+            "a memory trap, not the deadline"
+        );
+        let next = send(&state, post_json(r#"{"texts": ["fine", "too"]}"#)).await;
+        assert_eq!(next.status, StatusCode::OK, "the next request is served");
+    }
+    let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
+    assert!(
+        metrics.contains("feelings_sandbox_traps_total 6"),
+        "{metrics}"
+    );
 }
