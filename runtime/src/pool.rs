@@ -2,7 +2,6 @@
 //! together are classified in one guest call (micro-batching); a sandbox that traps or runs
 //! past its deadline is dropped and replaced by a fresh one from the snapshot.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -56,7 +55,6 @@ pub struct Overloaded;
 pub struct Pool {
     sender: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
-    ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,7 +90,6 @@ impl Pool {
         Ok(Self {
             sender: Some(sender),
             workers,
-            ready: Arc::new(AtomicBool::new(true)),
             metrics,
         })
     }
@@ -115,14 +112,13 @@ impl Pool {
 
     /// Whether every sandbox started and answered its first review.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.sender.is_some()
     }
 }
 
 impl Drop for Pool {
     /// Lets the workers finish the jobs already queued, then stops them.
     fn drop(&mut self) {
-        self.ready.store(false, Ordering::Relaxed);
         self.sender.take();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
