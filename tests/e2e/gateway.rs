@@ -1,7 +1,7 @@
 //! The gateway's router with real sandboxes (a tiny trained bundle), driven without a socket:
 //! every endpoint, every error code, faults, and 2,000 malformed bodies.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,26 +16,12 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::root;
-
-/// The tiny bundle, made once per test run in the target folder (the tests share it).
-fn bundle() -> &'static Path {
-    static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
-    BUNDLE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gateway-fixture");
-        let _ = std::fs::remove_dir_all(&dir);
-        fixtures::tiny_bundle(&dir, 96, 5, |s| {
-            s.seq_len = 24;
-            s.epochs = 1;
-        })
-        .unwrap()
-    })
-}
+use crate::{root, tiny_bundle};
 
 fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
     GatewayOptions {
-        model: bundle().to_path_buf(),
+        model: tiny_bundle().to_path_buf(),
         component: target.join("wasm32-wasip2/release/feelings_core.wasm"),
         web_dir: Some(root().join("web")),
         sandbox: SandboxOptions {
@@ -83,6 +69,11 @@ impl Answer {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Checks the answer is the error `status` with `code`.
+    fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!((self.status, self.error_code().as_str()), (status, code));
     }
 
     /// The error code, after checking the error body carries this request's id.
@@ -154,13 +145,10 @@ async fn every_endpoint_answers() {
     let onnx = send(&state, get("/model/model.onnx")).await;
     assert_eq!(
         onnx.body,
-        std::fs::read(bundle().join("model.onnx")).unwrap()
+        std::fs::read(tiny_bundle().join("model.onnx")).unwrap()
     );
     let missing = send(&state, get("/model/secrets.txt")).await;
-    assert_eq!(
-        (missing.status, missing.error_code().as_str()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
+    missing.assert_error(StatusCode::NOT_FOUND, "not_found");
 
     let page = send(&state, get("/")).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -364,10 +352,7 @@ async fn a_guest_past_its_deadline_is_stopped_and_replaced() {
             json!({"text": "the movie was great and wonderful ".repeat(100_000)}).to_string();
         let started = Instant::now();
         let answer = send(&state, post_json(huge)).await;
-        assert_eq!(
-            (answer.status, answer.error_code().as_str()),
-            (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
-        );
+        answer.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed");
         assert!(String::from_utf8_lossy(&answer.body).contains("deadline"));
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -398,10 +383,7 @@ async fn a_guest_out_of_memory_traps_and_is_replaced() {
     let (state, _) = start(&options(sandbox, limits)).unwrap();
     let texts = vec!["the movie was great and wonderful ".repeat(200_000); 4];
     let answer = send(&state, post_json(json!({ "texts": texts }).to_string())).await;
-    assert_eq!(
-        (answer.status, answer.error_code().as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
-    );
+    answer.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed");
     let next = send(&state, post_json(r#"{"text": "the acting was fine"}"#)).await;
     assert_eq!(next.status, StatusCode::OK, "the next request is served");
 }
@@ -458,10 +440,7 @@ async fn a_guest_that_loops_forever_or_eats_memory_is_stopped_and_replaced() {
         let started = Instant::now();
         let answer = send(&state, post_json(r#"{"text": "loop"}"#)).await;
         let took = started.elapsed();
-        assert_eq!(
-            (answer.status, answer.error_code().as_str()),
-            (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
-        );
+        answer.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed");
         println!("a guest looping forever answered 500 after {took:?} (deadline {deadline:?})");
         assert!(
             took < deadline + EPOCH_TICK + Duration::from_millis(700),

@@ -8,10 +8,28 @@ mod web_page;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+
+use feelings_trainer::fixtures;
 
 /// The repository root.
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A tiny trained bundle (random BERT, fixture reviews), made once per test run in the target
+/// folder and shared, read-only, by the sandbox, gateway and server tests.
+fn tiny_bundle() -> &'static Path {
+    static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-tiny-bundle");
+        let _ = std::fs::remove_dir_all(&dir);
+        fixtures::tiny_bundle(&dir, 96, 5, |s| {
+            s.seq_len = 24;
+            s.epochs = 1;
+        })
+        .unwrap()
+    })
 }
 
 /// The server build made by `web/build.sh`.

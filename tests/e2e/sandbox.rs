@@ -1,25 +1,14 @@
 //! The classifier component in wasmtime against the native inference core.
 
-use std::path::{Path, PathBuf};
-
 use feelings_core::{Bundle, Classifier, Prediction};
 use feelings_runtime::{SandboxOptions, Sandboxes};
-use feelings_trainer::fixtures::{self, reviews};
+use feelings_trainer::fixtures::reviews;
 
-use crate::component;
-
-fn tiny_bundle(dir: &Path) -> PathBuf {
-    fixtures::tiny_bundle(dir, 96, 5, |s| {
-        s.seq_len = 24;
-        s.epochs = 1;
-    })
-    .unwrap()
-}
+use crate::{component, tiny_bundle};
 
 #[test]
 fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = Bundle::read_dir(&tiny_bundle(dir.path())).unwrap();
+    let bundle = Bundle::read_dir(tiny_bundle()).unwrap();
     let native = Classifier::new(&bundle).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let options = SandboxOptions {
@@ -80,8 +69,7 @@ fn assert_close(got: &[Prediction], expected: &[Prediction]) {
 
 #[test]
 fn a_bundle_the_guest_cannot_use_is_refused_not_trapped() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = Bundle::read_dir(&tiny_bundle(dir.path())).unwrap();
+    let good = Bundle::read_dir(tiny_bundle()).unwrap();
     let broken = Bundle::new(
         good.manifest.clone(),
         b"not onnx".to_vec(),
@@ -99,8 +87,7 @@ fn a_bundle_the_guest_cannot_use_is_refused_not_trapped() {
 
 #[test]
 fn gateways_starting_together_on_a_cold_cache_make_the_snapshot_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = Bundle::read_dir(&tiny_bundle(dir.path())).unwrap();
+    let bundle = Bundle::read_dir(tiny_bundle()).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let options = SandboxOptions {
         cache_dir: Some(cache.path().to_path_buf()),

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use feelings_trainer::fixtures;
+use crate::tiny_bundle;
 
 /// The binary `cargo test --workspace` builds (the runtime crate has integration tests).
 fn binary() -> PathBuf {
@@ -28,17 +28,13 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `feelings-serve` on a free port with a tiny bundle in `dir` and `args`.
-    fn start(dir: &Path, args: &[&str]) -> Self {
-        let bundle = fixtures::tiny_bundle(dir, 96, 5, |s| {
-            s.seq_len = 24;
-            s.epochs = 1;
-        })
-        .unwrap();
+    /// Starts `feelings-serve` on a free port with the tiny bundle and `args`.
+    fn start(args: &[&str]) -> Self {
+        let bundle = tiny_bundle();
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
         let mut child = Command::new(binary())
             .arg("--model")
-            .arg(&bundle)
+            .arg(bundle)
             .arg("--component")
             .arg(target.join("wasm32-wasip2/release/feelings_core.wasm"))
             .arg("--cache")
@@ -117,8 +113,7 @@ fn fixed_rate(server: &Server, rate: u32, seconds: u32, body: &str) -> Vec<(u16,
 
 #[test]
 fn below_capacity_nothing_fails_and_above_it_only_fast_503s() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--instances", "2", "--queue", "8"]);
+    let server = Server::start(&["--instances", "2", "--queue", "8"]);
     let body = r#"{"texts": ["the movie was great", "the plot was awful and very boring"]}"#;
     let steady = fixed_rate(&server, 40, 10, body);
     let failed = steady.iter().filter(|(s, _)| *s != 200).count();
@@ -162,18 +157,14 @@ fn below_capacity_nothing_fails_and_above_it_only_fast_503s() {
 
 #[test]
 fn rss_stays_flat_while_sandboxes_are_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--deadline",
-            "0.02",
-            "--max-chars",
-            "4000000",
-            "--max-body-bytes",
-            "8000000",
-        ],
-    );
+    let server = Server::start(&[
+        "--deadline",
+        "0.02",
+        "--max-chars",
+        "4000000",
+        "--max-body-bytes",
+        "8000000",
+    ]);
     let huge = serde_json::json!({"text": "the movie was great and wonderful ".repeat(100_000)})
         .to_string();
     let small = r#"{"text": "the acting was fine"}"#;
@@ -193,8 +184,7 @@ fn rss_stays_flat_while_sandboxes_are_replaced() {
 
 #[test]
 fn sigterm_during_load_finishes_the_requests_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--instances", "1"]);
+    let mut server = Server::start(&["--instances", "1"]);
     let long =
         serde_json::json!({"texts": vec!["the movie was great and wonderful ".repeat(550); 16]})
             .to_string();
@@ -218,15 +208,9 @@ fn sigterm_during_load_finishes_the_requests_in_flight() {
 
 #[test]
 fn a_missing_component_stops_the_start_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = fixtures::tiny_bundle(dir.path(), 32, 5, |s| {
-        s.seq_len = 16;
-        s.epochs = 1;
-    })
-    .unwrap();
     let out = Command::new(binary())
         .arg("--model")
-        .arg(&bundle)
+        .arg(tiny_bundle())
         .args(["--component", "/nonexistent/feelings_core.wasm", "--no-web"])
         .output()
         .unwrap();
