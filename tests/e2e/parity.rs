@@ -50,6 +50,8 @@ fn real_bundle(dir: &Path) -> PathBuf {
         threads: 2,
         progress: false,
         stop_after: None,
+        stop_after_steps: None,
+        save_every: None,
     };
     train(settings, &dir.join("run"), false, &options).unwrap();
     let export = ExportOptions {

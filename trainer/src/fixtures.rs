@@ -230,6 +230,8 @@ pub fn tiny_bundle(
         threads: 1,
         progress: false,
         stop_after: None,
+        stop_after_steps: None,
+        save_every: None,
     };
     crate::train::train(settings, &dir.join("run"), false, &options)?;
     let export = ExportOptions {

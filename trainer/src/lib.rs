@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod optim;
+pub mod partial;
 pub mod predict;
 pub mod progress;
 pub mod run_dir;

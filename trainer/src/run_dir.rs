@@ -7,6 +7,7 @@
 //!   best.json                which checkpoint is best, by which validation metric
 //!   checkpoint-epoch-1/      model.safetensors, config.json, tokenizer.json, checkpoint.json
 //!   checkpoint-epoch-2/      ... plus optimizer.safetensors in the newest one, for --resume
+//!   partial-epoch/           the epoch in progress, saved every few minutes (see `partial`)
 //! ```
 //! A checkpoint is written to `checkpoint-epoch-N.tmp/` and renamed when complete; JSON files
 //! are written to a temporary file and renamed. `metrics.jsonl` and `best.json` are derived
@@ -244,7 +245,9 @@ fn is_run_output(path: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    [RUN_FILE, METRICS_FILE, BEST_FILE].contains(&name) || name.starts_with("checkpoint-epoch-")
+    [RUN_FILE, METRICS_FILE, BEST_FILE].contains(&name)
+        || name.starts_with("checkpoint-epoch-")
+        || crate::partial::is_partial(name)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

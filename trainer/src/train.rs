@@ -1,7 +1,7 @@
 //! The training loop: data → tokens → epochs of AdamW steps → checkpoints and metrics.
 
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::{Device, D};
 use feelings_core::ReviewEncoder;
@@ -17,6 +17,7 @@ use crate::evaluate::positive_probabilities;
 use crate::metrics::{compute, Metrics};
 use crate::model::{Classifier, Head, ModelFiles};
 use crate::optim::{AdamW, Schedule};
+use crate::partial::{self, PartialEpoch};
 use crate::progress::bar;
 use crate::run_dir::{
     read_json, write_json, EpochRecord, RunDir, OPTIMIZER_FILE, RUN_FILE, WEIGHTS_FILE,
@@ -35,6 +36,10 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Stop after this many epochs in this invocation, leaving the run to be resumed.
     pub stop_after: Option<usize>,
+    /// Stop after this many optimiser steps in this invocation (saving a partial epoch).
+    pub stop_after_steps: Option<usize>,
+    /// Save the epoch in progress this often, so a kill loses at most this much work.
+    pub save_every: Option<Duration>,
 }
 
 /// Starts a new run in `out` (refused if `out` holds anything, unless `overwrite`).
@@ -266,6 +271,28 @@ fn run(
         let state = dir.checkpoint(resumed_epochs).join(OPTIMIZER_FILE);
         optimizer.load(&state, global_step)?;
     }
+    // A partial epoch saved after the last complete one carries on from where it stopped.
+    let mut partial_start = match previous {
+        Some(_) => partial::load(dir.path())?.filter(|(p, _)| p.epoch == resumed_epochs + 1),
+        None => None,
+    };
+    let mut global_step = global_step;
+    if let Some((progress, folder)) = &partial_start {
+        let weights = folder.join(WEIGHTS_FILE);
+        model
+            .varmap()
+            .clone()
+            .load(&weights)
+            .map_err(|e| Error::run(&weights, e.to_string()))?;
+        optimizer.load(&folder.join(OPTIMIZER_FILE), progress.global_step)?;
+        global_step = progress.global_step;
+        info!(
+            "resuming epoch {} after {} batches from {}",
+            progress.epoch,
+            progress.batches_done,
+            folder.display()
+        );
+    }
 
     let mut info = RunInfo {
         feelings_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -305,22 +332,34 @@ fn run(
     let mut records = records[..resumed_epochs].to_vec();
     let mut stopped_early = early_stop_due(&records, &settings);
     let mut step = global_step;
+    let mut steps_left = options.stop_after_steps;
     for (ran_now, epoch) in (resumed_epochs + 1..=settings.epochs).enumerate() {
         if stopped_early || options.stop_after.is_some_and(|n| ran_now >= n) {
             break;
         }
         let epoch_start = Instant::now();
-        let (train_loss, train_accuracy) = train_epoch(
+        let start = partial_start.take().map(|(p, _)| p);
+        let earlier_seconds = start.as_ref().map_or(0.0, |p| p.seconds);
+        let trained = train_epoch(
             &model,
             &mut optimizer,
             &train_set,
-            &settings,
-            &schedule,
-            epoch,
+            &TrainEpoch {
+                settings: &settings,
+                schedule: &schedule,
+                epoch,
+                pad_id,
+                options,
+                run: dir.path(),
+            },
+            start,
             &mut step,
-            pad_id,
-            options,
+            &mut steps_left,
         )?;
+        let Some((train_loss, train_accuracy)) = trained else {
+            info!("stopped in epoch {epoch} at step {step}; continue with --resume");
+            break;
+        };
         let validation = evaluate(&model, &val_set, &settings, pad_id, "validation", options)?;
         let record = EpochRecord {
             epoch,
@@ -328,7 +367,7 @@ fn run(
             train_loss,
             train_accuracy,
             validation,
-            seconds: epoch_start.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + epoch_start.elapsed().as_secs_f64(),
         };
         dir.write_checkpoint(&record, settings.monitor, |tmp| {
             model.save(&tmp.join(WEIGHTS_FILE))?;
@@ -341,6 +380,7 @@ fn run(
             }
             Ok(())
         })?;
+        partial::clear(dir.path())?;
         info!(
             "epoch {epoch}/{}: train loss {:.4} acc {:.2} % | validation loss {:.4} acc {:.2} % F1 {:.4} AUC {} | {:.0} s",
             settings.epochs,
@@ -405,66 +445,121 @@ fn early_stop_due(records: &[EpochRecord], settings: &TrainSettings) -> bool {
     records.len() - best.epoch >= patience
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one epoch of training reads.
+struct TrainEpoch<'a> {
+    settings: &'a TrainSettings,
+    schedule: &'a Schedule,
+    epoch: usize,
+    pad_id: u32,
+    options: &'a TrainOptions,
+    run: &'a Path,
+}
+
+/// Trains one epoch from `start` (a saved partial epoch) or its beginning; returns the
+/// training loss and accuracy, or `None` when `steps_left` ran out first (the epoch so far is
+/// saved).
 fn train_epoch(
     model: &Classifier,
     optimizer: &mut AdamW,
     data: &Encoded,
-    settings: &TrainSettings,
-    schedule: &Schedule,
-    epoch: usize,
+    at: &TrainEpoch,
+    start: Option<PartialEpoch>,
     step: &mut usize,
-    pad_id: u32,
-    options: &TrainOptions,
-) -> Result<(f64, f64)> {
+    steps_left: &mut Option<usize>,
+) -> Result<Option<(f64, f64)>> {
+    let (settings, epoch, options) = (at.settings, at.epoch, at.options);
     let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
     let batches = bucketed_batches(
         &lengths,
         settings.batch_size,
         derive_seed(settings.seed, epoch, 2),
     );
-    let mut rng = SmallRng::seed_from_u64(derive_seed(settings.seed, epoch, 3));
+    let mut progress = start.unwrap_or(PartialEpoch {
+        epoch,
+        batches_done: 0,
+        global_step: *step,
+        loss_sum: 0.0,
+        correct: 0,
+        seen: 0,
+        seconds: 0.0,
+    });
     let pb = bar(
         batches.len(),
         &format!("epoch {epoch}/{}", settings.epochs),
         "steps",
         options.progress,
     );
+    pb.set_position(progress.batches_done as u64);
     let log_every = (batches.len() / 20).max(1);
     let started = Instant::now();
-    let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-    for (i, indices) in batches.iter().enumerate() {
-        let batch = make_batch(&data.ids, &data.labels, indices, pad_id, &options.device)?;
+    let (earlier_seconds, earlier_seen) = (progress.seconds, progress.seen);
+    let mut last_save = Instant::now();
+    for (i, indices) in batches.iter().enumerate().skip(progress.batches_done) {
+        if *steps_left == Some(0) {
+            save_partial(model, optimizer, at.run, &progress)?;
+            pb.finish_and_clear();
+            return Ok(None);
+        }
+        let batch = make_batch(&data.ids, &data.labels, indices, at.pad_id, &options.device)?;
+        // Drop-out masks drawn per batch, so a run resumed mid-epoch draws what it would have.
+        let mut rng =
+            SmallRng::seed_from_u64(derive_seed(derive_seed(settings.seed, epoch, 3), i, 4));
         let logits = model.forward(&batch.input_ids, &batch.attention_mask, Some(&mut rng))?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
         let grads = loss.backward()?;
-        optimizer.step(&grads, schedule.lr(*step))?;
+        optimizer.step(&grads, at.schedule.lr(*step))?;
         *step += 1;
+        *steps_left = steps_left.map(|n| n - 1);
         let hits = logits
             .argmax(D::Minus1)?
             .eq(&batch.labels)?
             .to_dtype(candle_core::DType::F32)?
             .sum_all()?;
-        loss_sum += f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64;
-        correct += hits.to_scalar::<f32>()? as usize;
-        seen += indices.len();
-        let rate = seen as f64 / started.elapsed().as_secs_f64();
+        progress.loss_sum += f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64;
+        progress.correct += hits.to_scalar::<f32>()? as usize;
+        progress.seen += indices.len();
+        progress.batches_done = i + 1;
+        progress.global_step = *step;
+        progress.seconds = earlier_seconds + started.elapsed().as_secs_f64();
+        let rate = (progress.seen - earlier_seen) as f64 / started.elapsed().as_secs_f64();
         let message = format!(
             "loss {:.4} acc {:.1} % {rate:.1} reviews/s",
-            loss_sum / seen as f64,
-            100.0 * correct as f64 / seen as f64
+            progress.loss_sum / progress.seen as f64,
+            100.0 * progress.correct as f64 / progress.seen as f64
         );
         pb.set_message(message.clone());
         pb.inc(1);
         if !options.progress && (i + 1) % log_every == 0 {
             info!("epoch {epoch} step {}/{}: {message}", i + 1, batches.len());
         }
+        let more_to_do = i + 1 < batches.len();
+        if more_to_do
+            && options
+                .save_every
+                .is_some_and(|every| last_save.elapsed() >= every)
+        {
+            save_partial(model, optimizer, at.run, &progress)?;
+            last_save = Instant::now();
+        }
     }
     pb.finish_and_clear();
-    Ok((
-        loss_sum / seen.max(1) as f64,
-        correct as f64 / seen.max(1) as f64,
-    ))
+    let seen = progress.seen.max(1) as f64;
+    Ok(Some((
+        progress.loss_sum / seen,
+        progress.correct as f64 / seen,
+    )))
+}
+
+fn save_partial(
+    model: &Classifier,
+    optimizer: &AdamW,
+    run: &Path,
+    progress: &PartialEpoch,
+) -> Result<()> {
+    partial::save(run, progress, |tmp| {
+        model.save(&tmp.join(WEIGHTS_FILE))?;
+        optimizer.save(&tmp.join(OPTIMIZER_FILE))
+    })
 }
 
 fn evaluate(

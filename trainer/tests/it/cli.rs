@@ -37,17 +37,18 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
     );
     assert!(!out.exists());
 
-    let good = run(&[]);
+    let bad_minutes = run(&["--save-minutes", "soon"]);
+    assert!(String::from_utf8_lossy(&bad_minutes.stderr).contains("not a number of minutes"));
+
+    // Stopped on purpose after two steps: the epoch in progress is saved, then resumed.
+    let stopped = run(&["--stop-after-steps", "2"]);
     assert!(
-        good.status.success(),
+        stopped.status.success(),
         "{}",
-        String::from_utf8_lossy(&good.stderr)
+        String::from_utf8_lossy(&stopped.stderr)
     );
-    let stdout = String::from_utf8_lossy(&good.stdout);
-    assert!(
-        stdout.contains("*1") && stdout.contains("test (6 reviews"),
-        "{stdout}"
-    );
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("status: Running"));
+    assert!(out.join("partial-epoch/progress.json").is_file());
 
     let again = run(&[]);
     assert!(!again.status.success());
@@ -63,6 +64,12 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
         "{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        stdout.contains("*1") && stdout.contains("test (6 reviews"),
+        "{stdout}"
+    );
+    assert!(!out.join("partial-epoch").exists());
     let conflicting = feelings()
         .args(["train", "--resume"])
         .arg(&out)

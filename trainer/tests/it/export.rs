@@ -21,6 +21,8 @@ fn options() -> TrainOptions {
         threads: 2,
         progress: false,
         stop_after: None,
+        stop_after_steps: None,
+        save_every: None,
     }
 }
 

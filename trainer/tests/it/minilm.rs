@@ -157,6 +157,8 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
         threads: 2,
         progress: false,
         stop_after: None,
+        stop_after_steps: None,
+        save_every: None,
     };
     let info = train(settings, &out, false, &options).unwrap();
     assert_eq!(info.subsets.train, 64);
@@ -202,6 +204,8 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
         threads: 2,
         progress: false,
         stop_after: None,
+        stop_after_steps: None,
+        save_every: None,
     };
     train(settings, &dir.path().join("run"), false, &options).unwrap();
     let exported = feelings_trainer::export::export_bundle(

@@ -7,6 +7,7 @@ use feelings_core::{ReviewEncoder, Truncation};
 use feelings_trainer::batch::make_batch;
 use feelings_trainer::model::{Classifier, Head, ModelFiles};
 use feelings_trainer::optim::{AdamW, AdamWConfig};
+use feelings_trainer::partial;
 use feelings_trainer::run_dir::{EpochRecord, RunDir, BEST_FILE, METRICS_FILE};
 use feelings_trainer::settings::{RunStatus, TrainSettings};
 use feelings_trainer::train::{resume, train, TrainOptions};
@@ -19,6 +20,22 @@ fn options(stop_after: Option<usize>) -> TrainOptions {
         threads: 1,
         progress: false,
         stop_after,
+        stop_after_steps: None,
+        save_every: None,
+    }
+}
+
+/// Asserts two safetensors files hold the same tensors within 1e-5.
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{name} differs by {diff}");
     }
 }
 
@@ -178,21 +195,70 @@ fn resuming_after_a_kill_gives_the_same_model_as_an_uninterrupted_run() {
     assert_eq!(resumed.epochs_completed, 3);
     assert!(!cut.join("checkpoint-epoch-2.tmp").exists());
 
-    let a = weights(&whole.join("checkpoint-epoch-3/model.safetensors"));
-    let b = weights(&cut.join("checkpoint-epoch-3/model.safetensors"));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < 1e-5, "{name} differs by {diff}");
-    }
+    assert_same_weights(
+        &whole.join("checkpoint-epoch-3/model.safetensors"),
+        &cut.join("checkpoint-epoch-3/model.safetensors"),
+    );
     let ra = RunDir::open(&whole).unwrap().records().unwrap();
     let rb = RunDir::open(&cut).unwrap().records().unwrap();
     assert!((ra[2].validation.loss - rb[2].validation.loss).abs() < 1e-5);
     assert_eq!(ra[2].global_step, rb[2].global_step);
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_from_its_partial_epoch_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tiny_settings(dir.path());
+    let whole = dir.path().join("whole");
+    train(settings.clone(), &whole, false, &options(None)).unwrap();
+
+    let cut = dir.path().join("cut");
+    let stop_at = |steps| TrainOptions {
+        stop_after_steps: Some(steps),
+        save_every: Some(std::time::Duration::ZERO),
+        ..options(None)
+    };
+    let first = train(settings, &cut, false, &stop_at(4)).unwrap();
+    assert_eq!(first.status, RunStatus::Running);
+    assert_eq!(first.epochs_completed, 0);
+    let (progress, _) = partial::load(&cut)
+        .unwrap()
+        .expect("a partial epoch is saved");
+    assert_eq!(
+        (progress.epoch, progress.batches_done, progress.global_step),
+        (1, 4, 4)
+    );
+    assert!(!cut.join("checkpoint-epoch-1").exists());
+
+    // Through the end of epoch 1 into epoch 2; a kill then leaves a torn temporary copy.
+    let second = resume(&cut, &stop_at(9)).unwrap();
+    assert_eq!(second.epochs_completed, 1);
+    let (progress, _) = partial::load(&cut).unwrap().unwrap();
+    assert_eq!(progress.epoch, 2);
+    assert_eq!(progress.global_step, 13);
+    std::fs::create_dir_all(cut.join("partial-epoch.tmp")).unwrap();
+    std::fs::write(cut.join("partial-epoch.tmp/model.safetensors"), b"torn").unwrap();
+
+    let resumed = resume(&cut, &options(None)).unwrap();
+    assert_eq!(resumed.status, RunStatus::Finished);
+    assert!(partial::load(&cut).unwrap().is_none());
+    assert!(!cut.join("partial-epoch.tmp").exists());
+    assert_same_weights(
+        &whole.join("checkpoint-epoch-3/model.safetensors"),
+        &cut.join("checkpoint-epoch-3/model.safetensors"),
+    );
+    let ra = RunDir::open(&whole).unwrap().records().unwrap();
+    let rb = RunDir::open(&cut).unwrap().records().unwrap();
+    for (a, b) in ra.iter().zip(&rb) {
+        assert_eq!(a.global_step, b.global_step);
+        assert!(
+            (a.train_loss - b.train_loss).abs() < 1e-6,
+            "epoch {}",
+            a.epoch
+        );
+        assert_eq!(a.train_accuracy, b.train_accuracy);
+        assert!((a.validation.loss - b.validation.loss).abs() < 1e-5);
+    }
 }
 
 #[test]

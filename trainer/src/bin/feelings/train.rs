@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -92,6 +93,14 @@ pub struct TrainArgs {
     /// Stop after this many epochs in this invocation; continue later with --resume.
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Stop after this many optimiser steps in this invocation, saving the epoch in progress;
+    /// continue later with --resume.
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
+    /// Save the epoch in progress every this many minutes, so a kill (or Ctrl-C) loses at most
+    /// that much work; 0 saves only complete epochs.
+    #[arg(long, default_value_t = 10.0, value_parser = minutes)]
+    save_minutes: f64,
     #[command(flatten)]
     hardware: HardwareArgs,
 }
@@ -110,6 +119,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         threads,
         progress: std::io::stderr().is_terminal(),
         stop_after: args.stop_after,
+        stop_after_steps: args.stop_after_steps,
+        save_every: (args.save_minutes > 0.0)
+            .then(|| Duration::from_secs_f64(60.0 * args.save_minutes)),
     };
     let (info, out) = if let Some(dir) = &args.resume {
         (resume(dir, &options)?, dir.clone())
@@ -148,6 +160,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (train(settings, &out, args.overwrite, &options)?, out)
     };
     print_summary(&info, &out)
+}
+
+/// A non-negative number of minutes.
+fn minutes(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
+        _ => Err(format!("'{text}' is not a number of minutes (0 or more)")),
+    }
 }
 
 fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
