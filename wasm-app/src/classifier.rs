@@ -26,6 +26,22 @@ pub enum ClassifyError {
     Inference(String),
 }
 
+/// Runs tract's matrix products on `threads` threads in this process from now on (one by
+/// default). Native builds only: WebAssembly runs on one thread.
+#[cfg(not(target_family = "wasm"))]
+pub fn set_inference_threads(threads: usize) {
+    use tract_linalg::multithread::{
+        set_default_executor, set_threading_panel_threshold, Executor,
+    };
+    // Every product of a BERT is large enough to split, even at batch 1.
+    set_threading_panel_threshold(0);
+    set_default_executor(if threads > 1 {
+        Executor::multithread(threads)
+    } else {
+        Executor::SingleThread
+    });
+}
+
 /// A loaded, optimised classifier; cheap to share between threads (`Clone` shares the plan).
 #[derive(Clone)]
 pub struct Classifier {

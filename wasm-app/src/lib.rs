@@ -19,6 +19,8 @@ mod wasi;
 mod web;
 
 pub use bundle::{Bundle, BundleError};
+#[cfg(not(target_family = "wasm"))]
+pub use classifier::set_inference_threads;
 pub use classifier::{Classifier, ClassifyError};
 pub use encode::{clean_review, EncodeError, EncodedReview, ReviewEncoder, Truncation};
 pub use labels::Labels;

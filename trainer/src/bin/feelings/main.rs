@@ -103,12 +103,13 @@ fn main() -> Result<()> {
     }
 }
 
-/// Sets the CPU thread count for candle's kernels before any of them starts.
+/// Sets the CPU thread count for candle's and tract's kernels before any of them starts.
 pub fn set_threads(threads: Option<usize>) -> usize {
     let n = threads
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Safe: called first thing, before any other thread exists.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    feelings_core::set_inference_threads(n);
     n
 }
