@@ -277,3 +277,50 @@ fn export_then_predict_texts_and_a_file() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("feelings.json"));
 }
+
+#[test]
+fn evaluate_writes_a_report_and_compare_wants_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = feelings_trainer::fixtures::tiny_bundle(dir.path(), 96, 4, |s| {
+        s.seq_len = 24;
+        s.epochs = 1;
+    })
+    .unwrap();
+    let run = dir.path().join("run");
+    let evaluated = feelings()
+        .args(["evaluate", "--json", "--threads", "1"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        evaluated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evaluated.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
+    assert_eq!(summary["engine"], "candle");
+    assert_eq!(summary["metrics"]["count"], 10);
+    assert!(run.join("report.html").is_file());
+
+    let no_data = feelings().arg("evaluate").arg(&bundle).output().unwrap();
+    assert_eq!(no_data.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_data.stderr).contains("give --data"));
+
+    let one_run = feelings().arg("compare").arg(&run).output().unwrap();
+    assert!(!one_run.status.success());
+    let out = dir.path().join("compare.html");
+    let two = feelings()
+        .arg("compare")
+        .args([&run, &run])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    assert!(String::from_utf8_lossy(&two.stdout).contains("best accuracy: run"));
+    assert!(out.is_file());
+}

@@ -2,6 +2,7 @@
 
 mod cli;
 mod data;
+mod evaluation;
 mod export;
 mod fixtures;
 mod minilm;

@@ -1,6 +1,7 @@
 //! `feelings`: fine-tune BERT on labelled movie reviews, export the model, classify reviews.
 
 mod bench;
+mod evaluate;
 mod export;
 mod predict;
 mod tokens;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use feelings_trainer::data::DataOptions;
 
 use bench::BenchArgs;
+use evaluate::{CompareArgs, EvaluateArgs};
 use export::ExportArgs;
 use predict::PredictArgs;
 use tokens::TokensArgs;
@@ -43,6 +45,12 @@ enum Command {
     Export(ExportArgs),
     /// Classify reviews with a bundle, through the same inference core that is deployed.
     Predict(PredictArgs),
+    /// Measure a run's best checkpoint or a bundle on held-out reviews: accuracy, precision,
+    /// recall, F1, ROC AUC, log loss, confusion matrix, ROC curve, threshold; writes report.html.
+    Evaluate(Box<EvaluateArgs>),
+    /// Put two or more runs side by side: settings that differ, metrics per epoch, final
+    /// figures, the better run on each metric; writes report.html.
+    Compare(CompareArgs),
 }
 
 /// Which columns of the labelled reviews hold what.
@@ -100,6 +108,8 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Evaluate(args) => evaluate::run_evaluate(*args),
+        Command::Compare(args) => evaluate::run_compare(args),
     }
 }
 

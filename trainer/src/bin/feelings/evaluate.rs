@@ -1,0 +1,197 @@
+//! `feelings evaluate` and `feelings compare`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use feelings_trainer::compare::{compare_runs, comparison_html, summary_text};
+use feelings_trainer::device;
+use feelings_trainer::evaluation::{
+    evaluate_source, DataChoice, EvaluateOptions, Evaluation, Subset,
+};
+use feelings_trainer::report::evaluation_html;
+use feelings_trainer::split::SplitOptions;
+
+use crate::{set_threads, DataArgs, HardwareArgs};
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// A run folder (its best checkpoint, through candle) or a model bundle (through tract, as
+    /// deployed).
+    source: PathBuf,
+    /// Other labelled reviews than the run's own; required for a bundle.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    columns: DataArgs,
+    /// With --data: use this column's train/validation/test values instead of a random split.
+    #[arg(long)]
+    split_column: Option<String>,
+    /// With --data: share of the data (or of `train`) held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// With --data: share held out for the test (random split only).
+    #[arg(long, default_value_t = 0.1)]
+    test_fraction: f64,
+    /// With --data: seed of the split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The subset to evaluate on.
+    #[arg(long, value_enum, default_value = "test")]
+    subset: SubsetArg,
+    /// Evaluate at most this many reviews of the subset (a fixed sample for a given seed).
+    #[arg(long)]
+    max: Option<usize>,
+    /// Call a review positive from this probability on [default: the model's own, 0.5 for a run].
+    #[arg(long, conflicts_with = "tune_threshold")]
+    threshold: Option<f64>,
+    /// Also report the threshold maximising Youden's J (recall - false positive rate) on the
+    /// validation subset, and what it does to precision and recall.
+    #[arg(long)]
+    tune_threshold: bool,
+    /// Evaluate the checkpoint of this epoch instead of the best one (runs only).
+    #[arg(long)]
+    checkpoint: Option<usize>,
+    /// Where to write the HTML report [default: report.html in the run or bundle folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the metrics as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Reviews per model call (runs only).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[command(flatten)]
+    hardware: HardwareArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SubsetArg {
+    Test,
+    Validation,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Two or more run folders.
+    #[arg(required = true, num_args = 2..)]
+    runs: Vec<PathBuf>,
+    /// Where to write the HTML report.
+    #[arg(long, default_value = "report.html")]
+    out: PathBuf,
+}
+
+pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
+    set_threads(args.hardware.threads);
+    if let Some(t) = args.threshold {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&t),
+            "--threshold must be in [0, 1], not {t}"
+        );
+    }
+    let options = EvaluateOptions {
+        data: args.data.clone().map(|path| DataChoice {
+            path,
+            columns: args.columns.options(args.split_column.clone()),
+            split: SplitOptions {
+                val_fraction: args.val_fraction,
+                test_fraction: args.test_fraction,
+                use_split_column: args.split_column.is_some(),
+                max_train: None,
+                max_eval: None,
+            },
+            seed: args.seed,
+        }),
+        subset: match args.subset {
+            SubsetArg::Test => Subset::Test,
+            SubsetArg::Validation => Subset::Validation,
+        },
+        max: args.max,
+        threshold: args.threshold,
+        tune_threshold: args.tune_threshold,
+        checkpoint: args.checkpoint,
+        device: device::parse_device(&args.hardware.device)?,
+        batch_size: args.batch_size.max(1),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let evaluation = evaluate_source(&args.source, &options)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.source.join("report.html"));
+    std::fs::write(&out, evaluation_html(&evaluation))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    if args.json {
+        println!("{}", json_summary(&evaluation));
+    } else {
+        print_summary(&evaluation);
+    }
+    eprintln!("report: {}", out.display());
+    Ok(())
+}
+
+fn json_summary(e: &Evaluation) -> serde_json::Value {
+    serde_json::json!({
+        "source": e.source,
+        "engine": e.engine,
+        "checkpoint": e.checkpoint,
+        "subset": e.subset,
+        "metrics": e.metrics,
+        "tuned": e.tuned,
+    })
+}
+
+fn print_summary(e: &Evaluation) {
+    let m = &e.metrics;
+    println!(
+        "{} ({}{}), {} {} reviews",
+        e.source.display(),
+        e.engine,
+        e.checkpoint
+            .map_or(String::new(), |c| format!(", checkpoint of epoch {c}")),
+        m.count,
+        e.subset.name()
+    );
+    let row = |name: &str, m: &feelings_trainer::metrics::Metrics| {
+        println!(
+            "{name:<22} {:>9.4} {:>8.2}% {:>9.4} {:>7.4} {:>7.4} {:>8} {:>9.4}",
+            m.threshold,
+            100.0 * m.accuracy,
+            m.precision,
+            m.recall,
+            m.f1,
+            m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.loss
+        );
+    };
+    println!(
+        "                       threshold accuracy precision  recall      F1      AUC  log loss"
+    );
+    row("model's threshold", m);
+    if let Some(t) = &e.tuned {
+        row("tuned (Youden's J)", &t.metrics);
+    }
+    let c = &m.confusion;
+    println!(
+        "confusion (true \\ predicted): {p}: {} {} | {n}: {} {}   ({p} first)",
+        c.true_positive,
+        c.false_negative,
+        c.false_positive,
+        c.true_negative,
+        p = e.labels.positive,
+        n = e.labels.negative
+    );
+}
+
+pub fn run_compare(args: CompareArgs) -> Result<()> {
+    let comparison = compare_runs(&args.runs)?;
+    std::fs::write(&args.out, comparison_html(&comparison))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    for (key, values) in &comparison.differing {
+        println!("{key}: {}", values.join(" | "));
+    }
+    print!("{}", summary_text(&comparison));
+    eprintln!("report: {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `evaluate` and `compare`: candle and tract agree, the reports hold every section.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use feelings_trainer::compare::{compare_runs, comparison_html};
+use feelings_trainer::evaluation::{evaluate_source, DataChoice, EvaluateOptions, Subset};
+use feelings_trainer::fixtures::tiny_bundle;
+use feelings_trainer::report::evaluation_html;
+use feelings_trainer::settings::{RunInfo, TrainSettings};
+
+fn options() -> EvaluateOptions {
+    EvaluateOptions {
+        data: None,
+        subset: Subset::Test,
+        max: None,
+        threshold: None,
+        tune_threshold: true,
+        checkpoint: None,
+        device: Device::Cpu,
+        batch_size: 8,
+        progress: false,
+    }
+}
+
+fn tune(s: &mut TrainSettings) {
+    s.seq_len = 32;
+    s.epochs = 2;
+    s.patience = None;
+    s.optimizer.lr = 1e-3;
+}
+
+/// A two-epoch tiny run and its bundle under `dir`: (run, bundle).
+fn run_and_bundle(dir: &Path) -> (PathBuf, PathBuf) {
+    let bundle = tiny_bundle(dir, 160, 11, tune).unwrap();
+    (dir.join("run"), bundle)
+}
+
+fn run_info(run: &Path) -> RunInfo {
+    serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_run_through_candle_and_its_bundle_through_tract_agree_and_report_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, bundle) = run_and_bundle(dir.path());
+    let by_candle = evaluate_source(&run, &options()).unwrap();
+    let s = run_info(&run).settings;
+    let same_data = DataChoice {
+        path: s.data.clone(),
+        columns: s.columns.clone(),
+        split: s.split.clone(),
+        seed: s.seed,
+    };
+    let by_tract = evaluate_source(
+        &bundle,
+        &EvaluateOptions {
+            data: Some(same_data),
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(by_candle.engine, "candle");
+    assert_eq!(by_tract.engine, "tract");
+    assert_eq!(by_candle.truth, by_tract.truth);
+    assert_eq!(by_candle.metrics.count, 16);
+    for (a, b) in by_candle.probabilities.iter().zip(&by_tract.probabilities) {
+        assert!((a - b).abs() < 1e-4, "candle {a} vs tract {b}");
+    }
+    assert_eq!(by_candle.metrics.confusion, by_tract.metrics.confusion);
+    let tuned = by_candle.tuned.as_ref().expect("a tuned threshold");
+    assert!((0.0..=1.0).contains(&tuned.threshold));
+    assert_eq!(by_candle.history.len(), 2);
+    assert_eq!(by_candle.token_lengths.len(), 16);
+
+    let html = evaluation_html(&by_candle);
+    for section in [
+        "summary",
+        "history",
+        "confusion",
+        "roc",
+        "threshold",
+        "lengths",
+        "wrong",
+        "settings",
+    ] {
+        assert!(
+            html.contains(&format!(r#"<section id="{section}">"#)),
+            "no {section}"
+        );
+    }
+    // Loss, accuracy, ROC, precision/recall, lengths: five charts, all inline.
+    assert_eq!(html.matches("<svg").count(), 5);
+    assert!(
+        !html.contains("src=") && !html.contains("href="),
+        "fetches something"
+    );
+    assert!(html.contains("Youden"));
+    let bundle_html = evaluation_html(&by_tract);
+    assert!(bundle_html.contains("keeps no training history"));
+}
+
+#[test]
+fn evaluating_needs_data_for_a_bundle_and_a_real_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = run_and_bundle(dir.path());
+    let err = evaluate_source(&bundle, &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--data"), "{err}");
+    let err = evaluate_source(dir.path(), &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("neither a run folder"), "{err}");
+}
+
+#[test]
+fn compare_shows_two_runs_and_refuses_runs_with_other_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = run_and_bundle(&dir.path().join("a"));
+    let b_bundle = tiny_bundle(&dir.path().join("b"), 160, 11, |s| {
+        tune(s);
+        s.optimizer.lr = 3e-3;
+    })
+    .unwrap();
+    let b = b_bundle.parent().unwrap().join("run");
+    let comparison = compare_runs(&[a.clone(), b.clone()]).unwrap();
+    let keys: Vec<&str> = comparison
+        .differing
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert!(keys.contains(&"optimizer.lr"), "{keys:?}");
+    assert!(keys.contains(&"data"), "{keys:?}");
+    let html = comparison_html(&comparison);
+    for section in ["settings", "history", "final"] {
+        assert!(
+            html.contains(&format!(r#"<section id="{section}">"#)),
+            "no {section}"
+        );
+    }
+    assert!(html.contains(r#"class="better""#));
+    assert_eq!(html.matches("<svg").count(), 4);
+
+    // The same run, relabelled: a different question.
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    for entry in std::fs::read_dir(&b).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), c.join(entry.file_name())).unwrap();
+        }
+    }
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.join("run.json")).unwrap()).unwrap();
+    info["labels"]["positive"] = "good".into();
+    std::fs::write(c.join("run.json"), info.to_string()).unwrap();
+    let err = compare_runs(&[a, c]).unwrap_err().to_string();
+    assert!(err.contains("classes") && err.contains("good"), "{err}");
+}
