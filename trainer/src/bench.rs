@@ -196,28 +196,17 @@ pub fn time_inference(
     })
 }
 
-/// Runs the ONNX Runtime peer (`ort_infer.py` from the peers folder) on the same model file,
-/// sequence length, batch size and threads; returns its JSON line.
-pub fn onnxruntime_peer(
+/// Runs one peer script from the peers folder with `args`; returns the JSON line it prints.
+pub fn run_peer(
     python: &str,
     peers: &std::path::Path,
-    model: &std::path::Path,
-    seq_len: usize,
-    batch_size: usize,
-    threads: usize,
-    runs: usize,
+    script: &str,
+    args: &[String],
 ) -> Result<serde_json::Value> {
-    let script = peers.join("ort_infer.py");
+    let script = peers.join(script);
     let out = std::process::Command::new(python)
         .arg(&script)
-        .arg(model)
-        .args([
-            "--seq",
-            &seq_len.to_string(),
-            "--batch",
-            &batch_size.to_string(),
-        ])
-        .args(["--threads", &threads.to_string(), "--n", &runs.to_string()])
+        .args(args)
         .output()
         .map_err(|e| Error::io(&script, e))?;
     if !out.status.success() {
@@ -227,7 +216,12 @@ pub fn onnxruntime_peer(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let line = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     serde_json::from_str(line.trim())
         .map_err(|e| Error::Setting(format!("{}: not one JSON line: {e}", script.display())))
 }

@@ -100,6 +100,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
             )?;
             let mut row = serde_json::to_value(&t)?;
             row["what"] = "train_step".into();
+            row["seq"] = seq.into();
+            row["batch"] = args.batch_size.into();
+            row["ours_ms"] = (1000.0 * t.step_s).into();
+            if let Some(peers) = &args.peers {
+                let peer = bench::run_peer(
+                    &args.python,
+                    peers,
+                    "torch_train_step.py",
+                    &[
+                        "--model-dir".into(),
+                        model.display().to_string(),
+                        "--data".into(),
+                        args.data.display().to_string(),
+                        "--seq".into(),
+                        seq.to_string(),
+                        "--batch".into(),
+                        args.batch_size.to_string(),
+                        "--steps".into(),
+                        args.steps.to_string(),
+                        "--warmup".into(),
+                        args.warmup.to_string(),
+                        "--threads".into(),
+                        threads.to_string(),
+                    ],
+                )?;
+                let Some(peer_s) = peer["median_s_per_step"].as_f64() else {
+                    bail!("the PyTorch peer printed no median_s_per_step: {peer}");
+                };
+                row["peer"] = format!("pytorch {}", peer["version"].as_str().unwrap_or("?")).into();
+                row["peer_ms"] = (1000.0 * peer_s).into();
+                row["ratio"] = (t.step_s / peer_s).into();
+            }
             rows.push(row);
         }
     }
@@ -112,14 +144,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut row = json!({"what": "infer", "seq": t.seq_len, "batch": batch, "ours_ms": t.median_ms,
                                  "ours_ms_per_review": t.ms_per_review, "ours_p90_ms": t.p90_ms});
             if let Some(peers) = &args.peers {
-                let peer = bench::onnxruntime_peer(
+                let peer = bench::run_peer(
                     &args.python,
                     peers,
-                    &dir.join(MODEL_FILE),
-                    t.seq_len,
-                    batch,
-                    threads,
-                    args.runs,
+                    "ort_infer.py",
+                    &[
+                        dir.join(MODEL_FILE).display().to_string(),
+                        "--seq".into(),
+                        t.seq_len.to_string(),
+                        "--batch".into(),
+                        batch.to_string(),
+                        "--threads".into(),
+                        threads.to_string(),
+                        "--n".into(),
+                        args.runs.to_string(),
+                    ],
                 )?;
                 let Some(peer_ms) = peer["median_ms"].as_f64() else {
                     bail!("the ONNX Runtime peer printed no median_ms: {peer}");
@@ -149,10 +188,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for row in &rows {
         match row["what"].as_str() {
             Some("train_step") => println!(
-                "train step  seq {:>3} batch {:>2}: {:>6.2} s/step (forward {:.2}, backward {:.2}, optimiser {:.2}), {:.2} reviews/s",
+                "train step  seq {:>3} batch {:>2}: {:>6.2} s/step (forward {:.2}, backward {:.2}, optimiser {:.2}), {:.2} reviews/s{}",
                 row["seq_len"], row["batch_size"], row["step_s"].as_f64().unwrap_or(0.0),
                 row["forward_s"].as_f64().unwrap_or(0.0), row["backward_s"].as_f64().unwrap_or(0.0),
-                row["optimizer_s"].as_f64().unwrap_or(0.0), row["reviews_per_s"].as_f64().unwrap_or(0.0)
+                row["optimizer_s"].as_f64().unwrap_or(0.0), row["reviews_per_s"].as_f64().unwrap_or(0.0),
+                row["peer"].as_str().map_or(String::new(), |peer| format!(
+                    " | {peer} {:.2} s | ours/peer {:.2}",
+                    row["peer_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                    row["ratio"].as_f64().unwrap_or(0.0)
+                ))
             ),
             Some("infer_wasm") => println!(
                 "wasmtime    seq {:>3} batch {:>2}: guest {:>7.1} ms/call | native tract {:.1} ms | guest/native {:.2} | fresh sandbox {:.3} ms (a guest-side load: {:.0} ms), its first call {:.1} ms | max |score diff| {:.1e} | component ready in {:.1} s{}",

@@ -23,6 +23,18 @@ use train::TrainArgs;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` of mimalloc.h's `mi_option_e` (libmimalloc-sys names no constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to hand freed memory back to the kernel: a training step frees and
+/// reallocates gigabytes, and by default mimalloc purges them 10 ms after they are freed, so
+/// the next step faults them in again (seq 256: 4.5 s/step instead of 6.5-7.2 s).
+fn keep_freed_memory() {
+    // SAFETY: sets one process-wide option of the allocator; mimalloc reads it when it next
+    // decides whether to purge, and any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// Movie review feelings: fine-tune BERT to tell positive from negative reviews.
 #[derive(Parser)]
 #[command(name = "feelings", version, about, long_about = None)]
@@ -93,6 +105,7 @@ pub struct HardwareArgs {
 }
 
 fn main() -> Result<()> {
+    keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
