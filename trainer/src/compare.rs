@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, COLUMNS_HEADER};
 use crate::report::{page, METRICS_HEADER};
 use crate::run_dir::{read_json, EpochRecord, RunDir, RUN_FILE};
 use crate::settings::RunInfo;
@@ -171,21 +171,11 @@ pub fn best_per_metric(c: &Comparison) -> Vec<(&'static str, Option<usize>)> {
 
 /// A plain-text table of the final figures, for the terminal.
 pub fn summary_text(c: &Comparison) -> String {
-    let mut out = String::from("run                      figures     accuracy  precision  recall     F1      AUC   log loss\n");
+    let mut out = format!("{:<24} {:<10} {COLUMNS_HEADER}\n", "run", "figures");
     for r in &c.runs {
         match r.final_metrics() {
             Some((kind, m)) => {
-                let _ = writeln!(
-                    out,
-                    "{:<24} {kind:<10} {:>8.2}% {:>9.4} {:>7.4} {:>7.4} {:>8} {:>9.4}",
-                    r.name(),
-                    100.0 * m.accuracy,
-                    m.precision,
-                    m.recall,
-                    m.f1,
-                    m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
-                    m.loss
-                );
+                let _ = writeln!(out, "{:<24} {kind:<10} {}", r.name(), m.columns());
             }
             None => {
                 let _ = writeln!(out, "{:<24} no complete epoch yet", r.name());
@@ -281,7 +271,7 @@ pub fn comparison_html(c: &Comparison) -> String {
             mark(3),
             m.f1,
             mark(4),
-            m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.auc_text(),
             mark(5),
             m.loss,
             m.count

@@ -38,6 +38,31 @@ pub struct Metrics {
     pub confusion: Confusion,
 }
 
+/// The column titles matching [`Metrics::columns`].
+pub const COLUMNS_HEADER: &str = "threshold accuracy precision  recall      F1      AUC  log loss";
+
+impl Metrics {
+    /// The ROC AUC to four decimals, or `n/a` when one class was missing.
+    pub fn auc_text(&self) -> String {
+        self.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+    }
+
+    /// Threshold, accuracy, precision, recall, F1, ROC AUC and log loss in fixed-width
+    /// columns under [`COLUMNS_HEADER`], for terminal tables.
+    pub fn columns(&self) -> String {
+        format!(
+            "{:>9.4} {:>7.2}% {:>9.4} {:>7.4} {:>7.4} {:>8} {:>9.4}",
+            self.threshold,
+            100.0 * self.accuracy,
+            self.precision,
+            self.recall,
+            self.f1,
+            self.auc_text(),
+            self.loss
+        )
+    }
+}
+
 /// Computes every metric from `probs` (probability of positive) and `labels` (1 = positive).
 pub fn compute(probs: &[f32], labels: &[u32], threshold: f64) -> Metrics {
     let mut c = Confusion::default();

@@ -85,7 +85,7 @@ pub fn metrics_row(name: &str, m: &Metrics) -> String {
         m.precision,
         m.recall,
         m.f1,
-        m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+        m.auc_text(),
         m.loss,
         m.count
     )
@@ -198,12 +198,7 @@ fn roc(body: &mut String, e: &Evaluation) {
     let negatives = (c.false_positive + c.true_negative).max(1) as f64;
     let fpr = c.false_positive as f64 / negatives;
     let svg = line_chart(&LineChart {
-        title: format!(
-            "ROC curve (AUC {})",
-            e.metrics
-                .roc_auc
-                .map_or("n/a".into(), |a| format!("{a:.4}"))
-        ),
+        title: format!("ROC curve (AUC {})", e.metrics.auc_text()),
         x_label: "false positive rate".into(),
         y_label: "true positive rate (recall)".into(),
         x_range: Some((0.0, 1.0)),

@@ -389,7 +389,7 @@ fn run(
             record.validation.loss,
             100.0 * record.validation.accuracy,
             record.validation.f1,
-            record.validation.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            record.validation.auc_text(),
             record.seconds
         );
         records.push(record);

@@ -10,10 +10,10 @@ use feelings_trainer::device;
 use feelings_trainer::evaluation::{
     evaluate_source, DataChoice, EvaluateOptions, Evaluation, Subset,
 };
+use feelings_trainer::metrics::{Metrics, COLUMNS_HEADER};
 use feelings_trainer::report::evaluation_html;
-use feelings_trainer::split::SplitOptions;
 
-use crate::{set_threads, DataArgs, HardwareArgs};
+use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};
 
 #[derive(Args)]
 pub struct EvaluateArgs {
@@ -25,15 +25,9 @@ pub struct EvaluateArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     columns: DataArgs,
-    /// With --data: use this column's train/validation/test values instead of a random split.
-    #[arg(long)]
-    split_column: Option<String>,
-    /// With --data: share of the data (or of `train`) held out for validation.
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
-    /// With --data: share held out for the test (random split only).
-    #[arg(long, default_value_t = 0.1)]
-    test_fraction: f64,
+    /// With --data: how to divide it (as `feelings train` does).
+    #[command(flatten)]
+    split: SplitArgs,
     /// With --data: seed of the split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -93,14 +87,8 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     let options = EvaluateOptions {
         data: args.data.clone().map(|path| DataChoice {
             path,
-            columns: args.columns.options(args.split_column.clone()),
-            split: SplitOptions {
-                val_fraction: args.val_fraction,
-                test_fraction: args.test_fraction,
-                use_split_column: args.split_column.is_some(),
-                max_train: None,
-                max_eval: None,
-            },
+            columns: args.columns.options(args.split.split_column.clone()),
+            split: args.split.options(None, None),
             seed: args.seed,
         }),
         subset: match args.subset {
@@ -153,21 +141,8 @@ fn print_summary(e: &Evaluation) {
         m.count,
         e.subset.name()
     );
-    let row = |name: &str, m: &feelings_trainer::metrics::Metrics| {
-        println!(
-            "{name:<22} {:>9.4} {:>8.2}% {:>9.4} {:>7.4} {:>7.4} {:>8} {:>9.4}",
-            m.threshold,
-            100.0 * m.accuracy,
-            m.precision,
-            m.recall,
-            m.f1,
-            m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
-            m.loss
-        );
-    };
-    println!(
-        "                       threshold accuracy precision  recall      F1      AUC  log loss"
-    );
+    println!("{:<22} {COLUMNS_HEADER}", "");
+    let row = |name: &str, m: &Metrics| println!("{name:<22} {}", m.columns());
     row("model's threshold", m);
     if let Some(t) = &e.tuned {
         row("tuned (Youden's J)", &t.metrics);

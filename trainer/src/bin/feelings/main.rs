@@ -10,6 +10,7 @@ mod train;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use feelings_trainer::data::DataOptions;
+use feelings_trainer::split::SplitOptions;
 
 use bench::BenchArgs;
 use evaluate::{CompareArgs, EvaluateArgs};
@@ -63,6 +64,32 @@ enum Command {
     /// Put two or more runs side by side: settings that differ, metrics per epoch, final
     /// figures, the better run on each metric; writes report.html.
     Compare(CompareArgs),
+}
+
+/// How to divide labelled reviews into training, validation and test subsets.
+#[derive(Args)]
+pub struct SplitArgs {
+    /// Use this column's train/validation/test values instead of a random 80/10/10 split.
+    #[arg(long)]
+    pub split_column: Option<String>,
+    /// Share of the data (or of `train`, with --split-column) held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Share of the data held out for the final test (random split only).
+    #[arg(long, default_value_t = 0.1)]
+    pub test_fraction: f64,
+}
+
+impl SplitArgs {
+    pub fn options(&self, max_train: Option<usize>, max_eval: Option<usize>) -> SplitOptions {
+        SplitOptions {
+            val_fraction: self.val_fraction,
+            test_fraction: self.test_fraction,
+            use_split_column: self.split_column.is_some(),
+            max_train,
+            max_eval,
+        }
+    }
 }
 
 /// Which columns of the labelled reviews hold what.

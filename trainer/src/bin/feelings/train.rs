@@ -11,10 +11,9 @@ use feelings_trainer::device;
 use feelings_trainer::optim::AdamWConfig;
 use feelings_trainer::run_dir::{Monitor, RunDir};
 use feelings_trainer::settings::{RunInfo, TrainSettings};
-use feelings_trainer::split::SplitOptions;
 use feelings_trainer::train::{resume, train, TrainOptions};
 
-use crate::{set_threads, DataArgs, HardwareArgs};
+use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -29,15 +28,8 @@ pub struct TrainArgs {
     /// Output folder [default: runs/<model folder name>].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Use this column's train/validation/test values instead of a random 80/10/10 split.
-    #[arg(long)]
-    split_column: Option<String>,
-    /// Share of the data (or of `train`, with --split-column) held out for validation.
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
-    /// Share of the data held out for the final test (random split only).
-    #[arg(long, default_value_t = 0.1)]
-    test_fraction: f64,
+    #[command(flatten)]
+    split: SplitArgs,
     /// Train on at most this many reviews (a random sample), for quick runs.
     #[arg(long)]
     max_train: Option<usize>,
@@ -132,14 +124,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             PathBuf::from("runs").join(model.file_name().unwrap_or(model.as_os_str()))
         });
         let mut settings = TrainSettings::new(data, model);
-        settings.columns = args.columns.options(args.split_column.clone());
-        settings.split = SplitOptions {
-            val_fraction: args.val_fraction,
-            test_fraction: args.test_fraction,
-            use_split_column: args.split_column.is_some(),
-            max_train: args.max_train,
-            max_eval: args.max_eval,
-        };
+        settings.columns = args.columns.options(args.split.split_column.clone());
+        settings.split = args.split.options(args.max_train, args.max_eval);
         settings.seq_len = args.seq_len;
         settings.truncation = args.truncation;
         settings.batch_size = args.batch_size;
@@ -187,9 +173,7 @@ fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
             r.validation.loss,
             100.0 * r.validation.accuracy,
             r.validation.f1,
-            r.validation
-                .roc_auc
-                .map_or("n/a".into(), |a| format!("{a:.4}")),
+            r.validation.auc_text(),
             r.seconds
         );
     }
@@ -202,7 +186,7 @@ fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
             test.precision,
             test.recall,
             test.f1,
-            test.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+            test.auc_text()
         );
     }
     println!("status: {:?}; run folder: {}", info.status, out.display());
