@@ -8,13 +8,21 @@ mod web_page;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use feelings_trainer::fixtures;
 
 /// The repository root.
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Held by the tests that time a server under load or drive Chromium, so they never run at the
+/// same time as each other: on a 2-core machine one of them starves the other's server of CPU
+/// (a burst of 400 connections then sees connection errors that no server setting causes).
+fn alone() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A tiny trained bundle (random BERT, fixture reviews), made once per test run in the target

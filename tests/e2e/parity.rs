@@ -67,6 +67,7 @@ fn real_bundle(dir: &Path) -> PathBuf {
 
 #[test]
 fn native_wasmtime_and_chromium_agree_on_50_real_reviews() {
+    let _alone = crate::alone();
     let dir = tempfile::tempdir().unwrap();
     let bundle_dir = real_bundle(dir.path());
     let bundle = Bundle::read_dir(&bundle_dir).unwrap();

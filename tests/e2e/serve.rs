@@ -72,7 +72,10 @@ impl Server {
             .send(body)
         {
             Ok(response) => response.status().as_u16(),
-            Err(_) => 0,
+            Err(e) => {
+                eprintln!("transport error: {e}");
+                0
+            }
         };
         (status, started.elapsed())
     }
@@ -113,6 +116,7 @@ fn fixed_rate(server: &Server, rate: u32, seconds: u32, body: &str) -> Vec<(u16,
 
 #[test]
 fn below_capacity_nothing_fails_and_above_it_only_fast_503s() {
+    let _alone = crate::alone();
     let server = Server::start(&["--instances", "2", "--queue", "8"]);
     let body = r#"{"texts": ["the movie was great", "the plot was awful and very boring"]}"#;
     let steady = fixed_rate(&server, 40, 10, body);
@@ -184,6 +188,7 @@ fn rss_stays_flat_while_sandboxes_are_replaced() {
 
 #[test]
 fn sigterm_during_load_finishes_the_requests_in_flight() {
+    let _alone = crate::alone();
     let mut server = Server::start(&["--instances", "1"]);
     let long =
         serde_json::json!({"texts": vec!["the movie was great and wonderful ".repeat(550); 16]})

@@ -20,6 +20,7 @@ fn tiny_bundle(dir: &Path) -> PathBuf {
 
 #[test]
 fn the_page_in_chromium_classifies_as_the_native_core_does() {
+    let _alone = crate::alone();
     let dir = tempfile::tempdir().unwrap();
     let bundle = tiny_bundle(dir.path());
     let core = Classifier::new(&Bundle::read_dir(&bundle).unwrap()).unwrap();
