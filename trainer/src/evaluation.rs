@@ -259,7 +259,13 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
     let metrics = compute(&probabilities, &truth, threshold);
     let tuned = if options.tune_threshold {
         let validation = &splits.validation;
-        let (val_probs, _) = loaded.scorer.score(validation, "validation", options)?;
+        // Evaluating the whole validation subset already scored it.
+        let val_probs = if options.subset == Subset::Validation && chosen.len() == validation.len()
+        {
+            probabilities.clone()
+        } else {
+            loaded.scorer.score(validation, "validation", options)?.0
+        };
         let val_truth: Vec<u32> = validation.iter().map(|e| e.label).collect();
         let best = youden_threshold(&val_probs, &val_truth).ok_or_else(|| {
             Error::data(
