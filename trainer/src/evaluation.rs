@@ -425,3 +425,36 @@ fn confidently_wrong(
         })
         .collect()
 }
+
+/// Writes the figures of `evaluation` into the manifest (`test_metrics`) of the bundle it
+/// measured, so a shipped bundle carries what was measured on it, through the engine it is
+/// deployed with. Refused unless the evaluation is of a bundle, on its test subset, at the
+/// bundle's own threshold.
+pub fn record_test_metrics(evaluation: &Evaluation) -> Result<()> {
+    let dir = &evaluation.source;
+    let refuse = |why: &str| Err(Error::run(dir, format!("not recorded: {why}")));
+    if evaluation.engine != "tract" {
+        return refuse("only a bundle's evaluation is recorded in its manifest");
+    }
+    if evaluation.subset != Subset::Test {
+        return refuse("only figures on the test subset are recorded");
+    }
+    let mut bundle = Bundle::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
+    let m = &evaluation.metrics;
+    if (m.threshold - f64::from(bundle.manifest.threshold)).abs() > 1e-6 {
+        return refuse("measured at another threshold than the bundle's");
+    }
+    bundle.manifest.test_metrics = Some(feelings_core::manifest::TestMetrics {
+        count: m.count,
+        accuracy: m.accuracy,
+        precision: m.precision,
+        recall: m.recall,
+        f1: m.f1,
+        roc_auc: m.roc_auc,
+    });
+    let path = dir.join(feelings_core::manifest::MANIFEST_FILE);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, feelings_core::manifest::to_json(&bundle.manifest))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(&path, e))
+}

@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use feelings_core::Bundle;
 use feelings_trainer::compare::{compare_runs, comparison_html};
-use feelings_trainer::evaluation::{evaluate_source, DataChoice, EvaluateOptions, Subset};
+use feelings_trainer::evaluation::{
+    evaluate_source, record_test_metrics, DataChoice, EvaluateOptions, Subset,
+};
 use feelings_trainer::fixtures::tiny_bundle;
 use feelings_trainer::report::evaluation_html;
 use feelings_trainer::settings::{RunInfo, TrainSettings};
@@ -98,6 +101,20 @@ fn a_run_through_candle_and_its_bundle_through_tract_agree_and_report_every_sect
     assert!(html.contains("Youden"));
     let bundle_html = evaluation_html(&by_tract);
     assert!(bundle_html.contains("keeps no training history"));
+
+    // The bundle's own figures replace the run's in its manifest; the bundle still loads.
+    record_test_metrics(&by_tract).unwrap();
+    let recorded = Bundle::read_dir(&bundle).unwrap().manifest.test_metrics;
+    let recorded = recorded.expect("recorded test metrics");
+    assert_eq!(recorded.count, 16);
+    assert_eq!(recorded.accuracy, by_tract.metrics.accuracy);
+    assert_eq!(recorded.roc_auc, by_tract.metrics.roc_auc);
+    let err = record_test_metrics(&by_candle).unwrap_err().to_string();
+    assert!(err.contains("only a bundle"), "{err}");
+    let mut elsewhere = by_tract.clone();
+    elsewhere.metrics.threshold = 0.3;
+    let err = record_test_metrics(&elsewhere).unwrap_err().to_string();
+    assert!(err.contains("another threshold"), "{err}");
 }
 
 #[test]

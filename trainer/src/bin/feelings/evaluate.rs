@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use feelings_trainer::compare::{compare_runs, comparison_html, summary_text};
 use feelings_trainer::device;
 use feelings_trainer::evaluation::{
-    evaluate_source, DataChoice, EvaluateOptions, Evaluation, Subset,
+    evaluate_source, record_test_metrics, DataChoice, EvaluateOptions, Evaluation, Subset,
 };
 use feelings_trainer::metrics::{Metrics, COLUMNS_HEADER};
 use feelings_trainer::report::evaluation_html;
@@ -53,6 +53,10 @@ pub struct EvaluateArgs {
     /// Print the metrics as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Write the figures into the bundle's manifest (`test_metrics` in feelings.json), as a
+    /// shipped bundle carries them: bundles only, on the test subset, at the bundle's threshold.
+    #[arg(long, conflicts_with = "threshold")]
+    record: bool,
     /// Reviews per model call (runs only).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -104,6 +108,15 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
     };
     let evaluation = evaluate_source(&args.source, &options)?;
+    if args.record {
+        record_test_metrics(&evaluation)?;
+        eprintln!(
+            "recorded in {}",
+            args.source
+                .join(feelings_core::manifest::MANIFEST_FILE)
+                .display()
+        );
+    }
     let out = args
         .out
         .clone()
