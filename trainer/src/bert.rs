@@ -12,7 +12,7 @@
 //! seeded drop-out. In evaluation it computes what candle-transformers' model computes (a test
 //! holds the two within 1e-5 on the real MiniLM).
 
-use candle_core::{Module, Result as CandleResult, Tensor, D};
+use candle_core::{Module, Result as CandleResult, Tensor};
 use candle_nn::{Embedding, Linear};
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +108,7 @@ impl BertConfig {
     }
 }
 
-/// Layer normalisation from differentiable tensor operations.
+/// Layer normalisation with a learned weight and bias.
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -126,13 +126,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, xs: &Tensor) -> CandleResult<Tensor> {
-        let mean = xs.mean_keepdim(D::Minus1)?;
-        let centred = xs.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        crate::fused::layer_norm(xs, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -230,7 +224,7 @@ impl Layer {
         let k = heads(self.key.forward(xs)?)?;
         let v = heads(self.value.forward(xs)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = crate::fused::softmax_last_dim(&scores)?;
         let probs = self.attention_dropout.forward(&probs, rng.as_deref_mut())?;
         let context = probs
             .matmul(&v)?
@@ -242,7 +236,7 @@ impl Layer {
         let xs = self.attention_norm.forward(&(attended + xs)?)?;
         let inner = self.intermediate.forward(&xs)?;
         let inner = match self.activation {
-            Activation::Gelu => inner.gelu_erf()?,
+            Activation::Gelu => crate::fused::gelu_erf(&inner)?,
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,
         };

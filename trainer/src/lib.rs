@@ -20,6 +20,7 @@ pub mod evaluate;
 pub mod evaluation;
 pub mod export;
 pub mod fixtures;
+pub mod fused;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
