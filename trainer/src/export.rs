@@ -149,7 +149,11 @@ pub fn export_bundle(
             Precision::Int8 => WeightFormat::Int8,
         },
         training: TrainingSummary {
-            base_model: settings.model.display().to_string(),
+            // The base model's folder name: the run's absolute path says nothing elsewhere.
+            base_model: settings.model.file_name().map_or_else(
+                || settings.model.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
             train_reviews: info.subsets.train,
             epochs: info.epochs_completed,
             epoch,

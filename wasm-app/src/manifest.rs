@@ -57,7 +57,7 @@ pub struct TestMetrics {
 /// How the model was trained, in brief (the run's `run.json` has everything).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TrainingSummary {
-    /// The base model's name or folder.
+    /// The base model's folder name, e.g. `minilm-l6`.
     pub base_model: String,
     /// Reviews trained on.
     pub train_reviews: usize,

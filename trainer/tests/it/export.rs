@@ -88,6 +88,8 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
     assert_eq!(bundle.manifest.max_seq_len, 32);
     assert_eq!(bundle.manifest.labels.positive, "positive");
     assert!(bundle.manifest.test_metrics.is_some());
+    let base = &bundle.manifest.training.base_model;
+    assert!(!base.is_empty() && !base.contains('/'), "{base}");
     let core = Core::new(&bundle).unwrap();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
