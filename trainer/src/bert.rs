@@ -223,8 +223,7 @@ impl Layer {
         let q = heads((self.query.forward(xs)? * scale)?)?;
         let k = heads(self.key.forward(xs)?)?;
         let v = heads(self.value.forward(xs)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
-        let probs = crate::fused::softmax_last_dim(&scores)?;
+        let probs = crate::fused::masked_softmax(&q.matmul(&k.t()?)?, mask_bias)?;
         let probs = self.attention_dropout.forward(&probs, rng.as_deref_mut())?;
         let context = probs
             .matmul(&v)?

@@ -13,12 +13,19 @@ mod softmax;
 
 use candle_core::{CpuStorage, Layout, Result, Tensor, D};
 
-/// Softmax over the last dimension; differentiable.
-pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
-    if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
-        xs.contiguous()?.apply_op1(softmax::Softmax)
+/// `softmax(scores + mask)` over the last dimension, the attention probabilities, with the
+/// mask (0 or a large negative number per key, `[batch, 1, 1, keys]`) broadcast over heads and
+/// queries; differentiable in the scores.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let fused = [scores, mask]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
+    if fused {
+        scores
+            .contiguous()?
+            .apply_op2(&mask.contiguous()?, softmax::MaskedSoftmax)
     } else {
-        candle_nn::ops::softmax(xs, D::Minus1)
+        candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)
     }
 }
 
@@ -106,7 +113,8 @@ mod tests {
     fn strided_inputs_are_made_contiguous_first() {
         let x = sample(&[6, 9]);
         let t = x.t().unwrap();
-        let ours = softmax_last_dim(&t).unwrap();
+        let no_mask = Tensor::zeros((1, 6), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let ours = masked_softmax(&t, &no_mask).unwrap();
         let theirs = candle_nn::ops::softmax(&t, D::Minus1).unwrap();
         assert!(max_difference(&ours, &theirs) < 1e-6);
         assert!(max_difference(&gelu_erf(&t).unwrap(), &t.gelu_erf().unwrap()) < 2e-6);
