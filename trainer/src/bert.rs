@@ -13,7 +13,7 @@
 //! holds the two within 1e-5 on the real MiniLM).
 
 use candle_core::{Module, Result as CandleResult, Tensor};
-use candle_nn::{Embedding, Linear};
+use candle_nn::Embedding;
 use serde::{Deserialize, Serialize};
 
 use crate::dropout::{Dropout, TrainRng};
@@ -130,12 +130,32 @@ impl LayerNorm {
     }
 }
 
-fn linear(vb: &VarLoader, name: &str, input: usize, output: usize) -> Result<Linear> {
+/// A dense layer, `x Wᵀ + b`, with the bias added by a fused kernel.
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn forward(&self, xs: &Tensor) -> CandleResult<Tensor> {
+        // As candle-nn's `Linear`: one matrix product over all rows, not one per batch item.
+        let product = match *xs.dims() {
+            [batch, seq, input] if xs.is_contiguous() => xs
+                .reshape((batch * seq, input))?
+                .matmul(&self.weight.t()?)?
+                .reshape((batch, seq, ()))?,
+            _ => xs.broadcast_matmul(&self.weight.t()?)?,
+        };
+        crate::fused::bias_add(&product, &self.bias)
+    }
+}
+
+fn linear(vb: &VarLoader, name: &str, input: usize, output: usize) -> Result<Dense> {
     let vb = vb.pp(name);
-    Ok(Linear::new(
-        vb.load("weight", &[output, input])?,
-        Some(vb.load("bias", &[output])?),
-    ))
+    Ok(Dense {
+        weight: vb.load("weight", &[output, input])?,
+        bias: vb.load("bias", &[output])?,
+    })
 }
 
 struct Embeddings {
@@ -175,13 +195,13 @@ impl Embeddings {
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_out: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
     activation: Activation,
     heads: usize,

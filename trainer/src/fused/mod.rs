@@ -1,12 +1,13 @@
 //! Fused CPU kernels, with their backward passes, for the element-wise steps of a BERT layer
 //! that dominate a training step after the matrix products: the attention softmax, the exact
-//! (erf) GELU and layer normalisation.
+//! (erf) GELU, layer normalisation and the dense layers' biases.
 //!
 //! Built from candle's generic operations each of them is a chain of passes over large tensors
 //! (the softmax over `[batch, heads, seq, seq]` scores: max, subtract, exp, sum, divide, and
 //! about twice as many passes backwards, each allocating a tensor). Here each is one pass
 //! forwards and one backwards. Other devices and types keep candle's operations.
 
+mod bias;
 mod gelu;
 mod layer_norm;
 mod softmax;
@@ -52,6 +53,19 @@ pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resu
         )
     } else {
         layer_norm::reference(xs, weight, bias, eps)
+    }
+}
+
+/// `xs + bias`, the bias added to every row (the last dimension); differentiable in both.
+pub fn bias_add(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let fused = [xs, bias]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
+    if fused {
+        xs.contiguous()?
+            .apply_op2(&bias.contiguous()?, bias::BiasAdd)
+    } else {
+        xs.broadcast_add(bias)
     }
 }
 
