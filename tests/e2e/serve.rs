@@ -32,15 +32,23 @@ impl Server {
     fn start(args: &[&str]) -> Self {
         let bundle = tiny_bundle();
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .arg("--model")
             .arg(bundle)
             .arg("--component")
             .arg(target.join("wasm32-wasip2/release/feelings_core.wasm"))
+            .args(["--addr", "127.0.0.1:0", "--no-web"])
+            .args(args);
+        Self::launch(command)
+    }
+
+    /// Runs `command` (a `feelings-serve` listening on a free port) with a test cache and waits
+    /// until it listens.
+    fn launch(mut command: Command) -> Self {
+        let mut child = command
             .arg("--cache")
             .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-cache"))
-            .args(["--addr", "127.0.0.1:0", "--no-web"])
-            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::inherit())
@@ -60,6 +68,16 @@ impl Server {
             .recv_timeout(Duration::from_secs(300))
             .expect("feelings-serve did not start listening");
         Self { child, base }
+    }
+
+    /// The body of `GET path`, failing the test on any status but 200.
+    fn get(&self, path: &str) -> String {
+        ureq::get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap()
     }
 
     fn post(&self, body: &str) -> (u16, Duration) {
@@ -225,4 +243,41 @@ fn a_missing_component_stops_the_start_naming_it() {
         text.contains("/nonexistent/feelings_core.wasm") && text.contains("web/build.sh"),
         "{text}"
     );
+}
+
+/// README's main command: `feelings-serve` with no options, from the repository root, serves the
+/// shipped model (`models/imdb-minilm`) and the web page.
+#[test]
+fn the_main_command_serves_the_shipped_model_and_the_page() {
+    let _alone = crate::alone();
+    let mut command = Command::new(binary());
+    command
+        .current_dir(crate::root())
+        .args(["--addr", "127.0.0.1:0"]);
+    let server = Server::launch(command);
+    let model: serde_json::Value = serde_json::from_str(&server.get("/v1/model")).unwrap();
+    assert_eq!(model["name"], "imdb-minilm");
+    assert!(server.get("/").contains("<textarea"), "the page at /");
+    assert!(server.get("/model/feelings.json").contains("imdb-minilm"));
+    for (review, label) in [
+        (
+            "One of the best films I have seen in years: moving, funny and beautifully acted.",
+            "positive",
+        ),
+        (
+            "A dull, badly written mess. I walked out after an hour and want my money back.",
+            "negative",
+        ),
+    ] {
+        let body = serde_json::json!({ "text": review }).to_string();
+        let answer = ureq::post(&format!("{}/v1/classify", server.base))
+            .header("content-type", "application/json")
+            .send(&body)
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["label"], label, "{review}: {answer}");
+    }
 }

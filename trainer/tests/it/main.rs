@@ -6,4 +6,5 @@ mod evaluation;
 mod export;
 mod fixtures;
 mod minilm;
+mod shipped_model;
 mod training;
