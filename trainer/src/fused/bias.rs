@@ -97,41 +97,25 @@ impl CustomOp1 for RowSum {
 #[cfg(test)]
 mod tests {
     use super::super::bias_add;
-    use super::super::tests::{max_difference, sample};
-    use candle_core::{Device, Tensor, Var};
+    use super::super::tests::{max_difference, sample, value_and_grads};
+    use candle_core::{Device, Tensor};
 
     #[test]
     fn bias_add_matches_candle_forwards_and_in_both_gradients() {
         let xs = sample(&[3, 70, 24]);
         let bias = sample(&[24]);
         let upstream = sample(&[3, 70, 24]);
-        let run = |fused: bool| {
-            let (x, b) = (
-                Var::from_tensor(&xs).unwrap(),
-                Var::from_tensor(&bias).unwrap(),
-            );
-            let out = if fused {
-                bias_add(x.as_tensor(), b.as_tensor()).unwrap()
-            } else {
-                x.as_tensor().broadcast_add(b.as_tensor()).unwrap()
-            };
-            let grads = (&out * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let grad_x = grads.get(x.as_tensor()).unwrap().clone();
-            let grad_b = grads.get(b.as_tensor()).unwrap().clone();
-            (out, grad_x, grad_b)
-        };
-        let (ours, our_x, our_b) = run(true);
-        let (theirs, their_x, their_b) = run(false);
+        let inputs = [&xs, &bias];
+        let (ours, our_grads) = value_and_grads(&inputs, &upstream, |t| bias_add(t[0], t[1]));
+        let (theirs, their_grads) =
+            value_and_grads(&inputs, &upstream, |t| t[0].broadcast_add(t[1]));
+        let [our_x, our_b] = [&our_grads[0], &our_grads[1]];
+        let [their_x, their_b] = [&their_grads[0], &their_grads[1]];
         assert!(max_difference(&ours, &theirs) < 1e-6);
-        assert!(max_difference(&our_x, &their_x) < 1e-6);
+        assert!(max_difference(our_x, their_x) < 1e-6);
         assert_eq!(our_b.dims(), &[24]);
         // A sum of 210 terms of up to ~100: the order of addition differs.
-        assert!(max_difference(&our_b, &their_b) < 1e-3);
+        assert!(max_difference(our_b, their_b) < 1e-3);
     }
 
     #[test]

@@ -153,9 +153,9 @@ impl CustomOp3 for LayerNormBackward {
 #[cfg(test)]
 mod tests {
     use super::super::layer_norm;
-    use super::super::tests::{max_difference, sample};
+    use super::super::tests::{max_difference, sample, value_and_grads};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     #[test]
     fn layer_norm_matches_candle_forwards_and_in_all_three_gradients() {
@@ -163,25 +163,11 @@ mod tests {
         let weight = sample(&[48]);
         let bias = sample(&[48]);
         let upstream = sample(&[3, 11, 48]);
-        let run = |fused: bool| {
-            let vars = [&xs, &weight, &bias].map(|t| Var::from_tensor(t).unwrap());
-            let [x, w, b] = vars.each_ref().map(|v| v.as_tensor());
-            let out = if fused {
-                layer_norm(x, w, b, 1e-12).unwrap()
-            } else {
-                reference(x, w, b, 1e-12).unwrap()
-            };
-            let grads = (&out * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let grads = [x, w, b].map(|t| grads.get(t).unwrap().clone());
-            (out, grads)
-        };
-        let (ours, our_grads) = run(true);
-        let (theirs, their_grads) = run(false);
+        let inputs = [&xs, &weight, &bias];
+        let (ours, our_grads) =
+            value_and_grads(&inputs, &upstream, |t| layer_norm(t[0], t[1], t[2], 1e-12));
+        let (theirs, their_grads) =
+            value_and_grads(&inputs, &upstream, |t| reference(t[0], t[1], t[2], 1e-12));
         assert!(max_difference(&ours, &theirs) < 1e-5);
         for (name, (a, b)) in ["input", "weight", "bias"]
             .iter()

@@ -116,11 +116,29 @@ mod tests {
         w: &Tensor,
         f: impl Fn(&Tensor) -> Result<Tensor>,
     ) -> (Tensor, Tensor) {
-        let var = Var::from_tensor(x).unwrap();
-        let y = f(var.as_tensor()).unwrap();
-        let loss = (&y * w).unwrap().sum_all().unwrap();
-        let grads = loss.backward().unwrap();
-        (y, grads.get(var.as_tensor()).unwrap().clone())
+        let (y, mut grads) = value_and_grads(&[x], w, |xs| f(xs[0]));
+        (y, grads.remove(0))
+    }
+
+    /// Value of `f(inputs)` and the gradients of `sum(f(inputs) * w)` with respect to every
+    /// input, for fixed random weights `w`.
+    pub(super) fn value_and_grads(
+        inputs: &[&Tensor],
+        w: &Tensor,
+        f: impl Fn(&[&Tensor]) -> Result<Tensor>,
+    ) -> (Tensor, Vec<Tensor>) {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let tensors: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+        let y = f(&tensors).unwrap();
+        let grads = (&y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = tensors
+            .iter()
+            .map(|t| grads.get(t).unwrap().clone())
+            .collect();
+        (y, grads)
     }
 
     #[test]
