@@ -444,14 +444,7 @@ pub fn record_test_metrics(evaluation: &Evaluation) -> Result<()> {
     if (m.threshold - f64::from(bundle.manifest.threshold)).abs() > 1e-6 {
         return refuse("measured at another threshold than the bundle's");
     }
-    bundle.manifest.test_metrics = Some(feelings_core::manifest::TestMetrics {
-        count: m.count,
-        accuracy: m.accuracy,
-        precision: m.precision,
-        recall: m.recall,
-        f1: m.f1,
-        roc_auc: m.roc_auc,
-    });
+    bundle.manifest.test_metrics = Some(m.test_metrics());
     let path = dir.join(feelings_core::manifest::MANIFEST_FILE);
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, feelings_core::manifest::to_json(&bundle.manifest))

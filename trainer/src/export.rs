@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use feelings_core::manifest::{
-    Manifest, TestMetrics, TrainingSummary, WeightFormat, FORMAT_VERSION, MANIFEST_FILE,
+    Manifest, TrainingSummary, WeightFormat, FORMAT_VERSION, MANIFEST_FILE,
 };
 use feelings_core::{Bundle, Classifier as Core, ReviewEncoder};
 
@@ -126,14 +126,7 @@ pub fn export_bundle(
         info.best_epoch == Some(epoch),
         options.precision,
     ) {
-        (Some(t), true, Precision::F32) => Some(TestMetrics {
-            count: t.count,
-            accuracy: t.accuracy,
-            precision: t.precision,
-            recall: t.recall,
-            f1: t.f1,
-            roc_auc: t.roc_auc,
-        }),
+        (Some(t), true, Precision::F32) => Some(t.test_metrics()),
         _ => None,
     };
     let manifest = Manifest {

@@ -42,6 +42,18 @@ pub struct Metrics {
 pub const COLUMNS_HEADER: &str = "threshold accuracy precision  recall      F1      AUC  log loss";
 
 impl Metrics {
+    /// These figures as a bundle manifest records them (`test_metrics` in `feelings.json`).
+    pub fn test_metrics(&self) -> feelings_core::manifest::TestMetrics {
+        feelings_core::manifest::TestMetrics {
+            count: self.count,
+            accuracy: self.accuracy,
+            precision: self.precision,
+            recall: self.recall,
+            f1: self.f1,
+            roc_auc: self.roc_auc,
+        }
+    }
+
     /// The ROC AUC to four decimals, or `n/a` when one class was missing.
     pub fn auc_text(&self) -> String {
         self.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}"))

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, rows_per_task};
+use super::{contiguous_f32, row_len, rows_per_task};
 
 /// `xs + bias` row by row as a differentiable candle operation on (input, bias): CPU, f32,
 /// contiguous arguments, the bias as long as the input's last dimension.
@@ -70,7 +70,7 @@ impl CustomOp1 for RowSum {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let xs = contiguous_f32(storage, layout, self.name())?;
-        let row = layout.dims().last().copied().unwrap_or(1).max(1);
+        let row = row_len(layout);
         let chunk = row * rows_per_task(row);
         let sum = xs
             .par_chunks(chunk)

@@ -18,10 +18,7 @@ use candle_core::{CpuStorage, Layout, Result, Tensor, D};
 /// mask (0 or a large negative number per key, `[batch, 1, 1, keys]`) broadcast over heads and
 /// queries; differentiable in the scores.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let fused = [scores, mask]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
-    if fused {
+    if fusable(&[scores, mask]) {
         scores
             .contiguous()?
             .apply_op2(&mask.contiguous()?, softmax::MaskedSoftmax)
@@ -32,7 +29,7 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
 
 /// The exact GELU, `x Φ(x)`, with Φ from the error function; differentiable.
 pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
-    if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
+    if fusable(&[xs]) {
         xs.contiguous()?.apply_op1(gelu::Gelu)
     } else {
         xs.gelu_erf()
@@ -42,10 +39,7 @@ pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
 /// Layer normalisation over the last dimension, `(x - mean) / √(variance + eps) · weight +
 /// bias`; differentiable.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let fused = [xs, weight, bias]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
-    if fused {
+    if fusable(&[xs, weight, bias]) {
         xs.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
@@ -58,15 +52,24 @@ pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resu
 
 /// `xs + bias`, the bias added to every row (the last dimension); differentiable in both.
 pub fn bias_add(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let fused = [xs, bias]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
-    if fused {
+    if fusable(&[xs, bias]) {
         xs.contiguous()?
             .apply_op2(&bias.contiguous()?, bias::BiasAdd)
     } else {
         xs.broadcast_add(bias)
     }
+}
+
+/// Whether the fused kernels take these tensors: f32 on the CPU (candle's operations do the rest).
+fn fusable(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
+
+/// The length of a row, the last dimension (1 for a scalar).
+fn row_len(layout: &Layout) -> usize {
+    layout.dims().last().copied().unwrap_or(1).max(1)
 }
 
 /// The f32 elements of a contiguous CPU tensor.

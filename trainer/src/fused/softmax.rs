@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, rows_per_task};
+use super::{contiguous_f32, row_len, rows_per_task};
 
 /// `softmax(scores + mask)` over the last dimension as a differentiable candle operation on
 /// (scores, mask): CPU, f32, contiguous arguments. The mask holds one row per group of
@@ -26,7 +26,7 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> Result<(CpuStorage, Shape)> {
         let xs = contiguous_f32(s1, l1, self.name())?;
         let mask = contiguous_f32(s2, l2, self.name())?;
-        let row = l1.dims().last().copied().unwrap_or(1).max(1);
+        let row = row_len(l1);
         let (rows, mask_rows) = (xs.len() / row, mask.len() / row);
         if mask.len() % row != 0 || mask_rows == 0 || rows % mask_rows != 0 {
             candle_core::bail!(
@@ -93,7 +93,7 @@ impl CustomOp2 for SoftmaxBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let probs = contiguous_f32(s1, l1, self.name())?;
         let grads = contiguous_f32(s2, l2, self.name())?;
-        let row = l1.dims().last().copied().unwrap_or(1).max(1);
+        let row = row_len(l1);
         let mut out = vec![0f32; probs.len()];
         let chunk = row * rows_per_task(row);
         out.par_chunks_mut(chunk)
