@@ -184,6 +184,30 @@ impl<'a> Graph<'a> {
         if self.precision == Precision::F32 {
             return Ok(self.init_f32(name, &dims, &values));
         }
+        let (q, s) = self.quantized(name, &values, dims, axis);
+        let channels = dims[axis];
+        let z = self.init(
+            &format!("{name}.zero_point"),
+            &[channels],
+            DataType::Int8,
+            vec![0; channels],
+        );
+        Ok(self.node(
+            "DequantizeLinear",
+            &[&q, &s, &z],
+            vec![attr_int("axis", axis as i64)],
+        ))
+    }
+
+    /// `values` (row-major, `dims`) as int8 with one scale per index of dimension `axis`
+    /// (absolute maximum / 127): the names of the int8 and the scale initializers.
+    fn quantized(
+        &mut self,
+        name: &str,
+        values: &[f32],
+        dims: [usize; 2],
+        axis: usize,
+    ) -> (String, String) {
         let channels = dims[axis];
         let at = |r: usize, c: usize| values[r * dims[1] + c];
         let index = |r: usize, c: usize| if axis == 0 { r } else { c };
@@ -209,17 +233,34 @@ impl<'a> Graph<'a> {
         }
         let q = self.init(&format!("{name}.int8"), &dims, DataType::Int8, quantized);
         let s = self.init_f32(&format!("{name}.scale"), &[channels], &scales);
-        let z = self.init(
-            &format!("{name}.zero_point"),
-            &[channels],
-            DataType::Int8,
-            vec![0; channels],
+        (q, s)
+    }
+
+    /// The word embeddings of `input_ids`. At int8 the rows are gathered first and dequantized
+    /// after (int8 row times its scale, what `DequantizeLinear` computes), so a call converts
+    /// only its own rows: tract otherwise turned the whole 30,522-row table into f32 on every
+    /// call.
+    fn word_embeddings(&mut self) -> Result<String> {
+        let name = "embeddings.word_embeddings.weight";
+        let gather = |g: &mut Self, table: &str| {
+            g.node("Gather", &[table, "input_ids"], vec![attr_int("axis", 0)])
+        };
+        if self.precision == Precision::F32 {
+            let table = self.weight(name, false, 0)?;
+            return Ok(gather(self, &table));
+        }
+        let (values, dims) = self.matrix(name, false)?;
+        let (q, s) = self.quantized(name, &values, dims, 0);
+        let rows = gather(self, &q);
+        let rows = self.node(
+            "Cast",
+            &[&rows],
+            vec![attr_int("to", DataType::Float as i64)],
         );
-        Ok(self.node(
-            "DequantizeLinear",
-            &[&q, &s, &z],
-            vec![attr_int("axis", axis as i64)],
-        ))
+        let scales = gather(self, &s);
+        let last = self.init_i64("const.axes_2", &[1], &[2]);
+        let scales = self.node("Unsqueeze", &[&scales, &last], vec![]);
+        Ok(self.node("Mul", &[&rows, &scales], vec![]))
     }
 
     /// `x W^T + b` for a candle-layout (`[out, in]`) linear layer named `prefix`.
@@ -330,8 +371,7 @@ impl<'a> Graph<'a> {
     fn build(&mut self) -> Result<()> {
         let c = self.model.config().clone();
         // Embeddings: words + positions 0..sequence + token type 0, then layer norm.
-        let words = self.weight("embeddings.word_embeddings.weight", false, 0)?;
-        let word = self.node("Gather", &[&words, "input_ids"], vec![attr_int("axis", 0)]);
+        let word = self.word_embeddings()?;
         let positions = self.vector_matrix("embeddings.position_embeddings.weight")?;
         let shape = self.node("Shape", &["input_ids"], vec![]);
         let one = self.init_i64("const.i1", &[1], &[1]);
