@@ -22,13 +22,19 @@ pub enum ClassifyError {
     Inference(String),
 }
 
-/// Runs tract's matrix products on `threads` threads in this process from now on (one by
-/// default). Native builds only: WebAssembly runs on one thread.
+/// Threads [`Classifier::logits`] may use (native builds), set by [`set_inference_threads`].
+#[cfg(not(target_family = "wasm"))]
+static INFERENCE_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Runs inference on `threads` threads in this process from now on (one by default): one review
+/// has its matrix products split between them, several reviews run side by side, one per thread.
+/// Native builds only: WebAssembly runs on one thread.
 #[cfg(not(target_family = "wasm"))]
 pub fn set_inference_threads(threads: usize) {
     use tract_linalg::multithread::{
         set_default_executor, set_threading_panel_threshold, Executor,
     };
+    INFERENCE_THREADS.store(threads.max(1), std::sync::atomic::Ordering::Relaxed);
     // Every product of a BERT is large enough to split, even at batch 1.
     set_threading_panel_threshold(0);
     set_default_executor(if threads > 1 {
@@ -137,7 +143,53 @@ impl Classifier {
 
     /// The model's two logits (`[negative, positive]`) for each token sequence, in order.
     pub fn logits(&self, ids: &[Vec<u32>]) -> Result<Vec<[f32; 2]>, ClassifyError> {
+        #[cfg(not(target_family = "wasm"))]
+        {
+            let threads = INFERENCE_THREADS.load(std::sync::atomic::Ordering::Relaxed);
+            if threads > 1 && ids.len() > 1 {
+                return self.logits_side_by_side(ids, threads.min(ids.len()));
+            }
+        }
         ids.iter().map(|row| self.run(row)).collect()
+    }
+
+    /// Several reviews at once, each on its own thread with single-threaded matrix products:
+    /// more reviews per second than splitting every product between the threads (on 2 cores at
+    /// 256 tokens, splitting scales one review by only 1.45).
+    #[cfg(not(target_family = "wasm"))]
+    fn logits_side_by_side(
+        &self,
+        ids: &[Vec<u32>],
+        threads: usize,
+    ) -> Result<Vec<[f32; 2]>, ClassifyError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let next = AtomicUsize::new(0);
+        let work = || {
+            multithread_tract_scope(Executor::SingleThread, || {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(row) = ids.get(i) else {
+                        return Ok::<_, ClassifyError>(done);
+                    };
+                    done.push((i, self.run(row)?));
+                }
+            })
+        };
+        let finished: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+            workers.into_iter().map(|w| w.join()).collect()
+        });
+        let mut out = vec![[0f32; 2]; ids.len()];
+        for result in finished {
+            let done = result
+                .map_err(|_| ClassifyError::Inference("an inference thread panicked".into()))??;
+            for (i, logits) in done {
+                out[i] = logits;
+            }
+        }
+        Ok(out)
     }
 
     /// One model call on one token sequence (every token attended).

@@ -109,6 +109,16 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
         "tract vs candle: {}",
         max_gap(&candle, &tract)
     );
+    // Reviews side by side on two threads: the same logits, in order.
+    feelings_core::set_inference_threads(2);
+    let side_by_side = core.logits(&ids).unwrap();
+    feelings_core::set_inference_threads(1);
+    assert!(
+        max_gap(
+            &side_by_side.iter().map(|l| l.to_vec()).collect::<Vec<_>>(),
+            &tract
+        ) < 1e-6
+    );
     // tract reads one unpadded review per call: what it cannot read is refused, not run.
     for (tokens, what) in [(0, "0 tokens"), (33, "33 tokens")] {
         let error = core.logits(&[vec![2u32; tokens]]).unwrap_err().to_string();
