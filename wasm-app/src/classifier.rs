@@ -192,6 +192,19 @@ impl Classifier {
         Ok(out)
     }
 
+    /// The plan on `inputs`. Native, with several inference threads: inside their pool, so the
+    /// steps between matrix products run on one of its threads instead of on a third thread
+    /// that competes with the pool's for the cores.
+    fn run_plan(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        #[cfg(not(target_family = "wasm"))]
+        if let tract_linalg::multithread::Executor::MultiThread(pool) =
+            tract_linalg::multithread::current_tract_executor()
+        {
+            return pool.install(|| self.plan.run(inputs));
+        }
+        self.plan.run(inputs)
+    }
+
     /// One model call on one token sequence (every token attended).
     fn run(&self, row: &[u32]) -> Result<[f32; 2], ClassifyError> {
         let max = self.manifest.max_seq_len;
@@ -212,7 +225,7 @@ impl Classifier {
                 .map_err(fail)?
                 .into_tvalue(),
         );
-        let outputs = self.plan.run(inputs).map_err(fail)?;
+        let outputs = self.run_plan(inputs).map_err(fail)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(fail)?;
         match logits.as_slice() {
             Some(&[negative, positive]) => Ok([negative, positive]),

@@ -109,10 +109,13 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
         "tract vs candle: {}",
         max_gap(&candle, &tract)
     );
-    // Reviews side by side on two threads: the same logits, in order.
+    // Reviews side by side on two threads, and one review inside the two threads' pool: the
+    // same logits, in order.
     feelings_core::set_inference_threads(2);
     let side_by_side = core.logits(&ids).unwrap();
+    let alone = core.logits(&ids[..1]).unwrap();
     feelings_core::set_inference_threads(1);
+    assert!(max_gap(&[tract[0].to_vec()], &alone) < 1e-6);
     assert!(
         max_gap(
             &side_by_side.iter().map(|l| l.to_vec()).collect::<Vec<_>>(),
