@@ -22,10 +22,6 @@ pub enum ClassifyError {
     Inference(String),
 }
 
-/// Threads [`Classifier::logits`] may use (native builds), set by [`set_inference_threads`].
-#[cfg(not(target_family = "wasm"))]
-static INFERENCE_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
 /// Runs inference on `threads` threads in this process from now on (one by default): one review
 /// has its matrix products split between them, several reviews run side by side, one per thread.
 /// Native builds only: WebAssembly runs on one thread.
@@ -34,7 +30,6 @@ pub fn set_inference_threads(threads: usize) {
     use tract_linalg::multithread::{
         set_default_executor, set_threading_panel_threshold, Executor,
     };
-    INFERENCE_THREADS.store(threads.max(1), std::sync::atomic::Ordering::Relaxed);
     // Every product of a BERT is large enough to split, even at batch 1.
     set_threading_panel_threshold(0);
     set_default_executor(if threads > 1 {
@@ -145,7 +140,11 @@ impl Classifier {
     pub fn logits(&self, ids: &[Vec<u32>]) -> Result<Vec<[f32; 2]>, ClassifyError> {
         #[cfg(not(target_family = "wasm"))]
         {
-            let threads = INFERENCE_THREADS.load(std::sync::atomic::Ordering::Relaxed);
+            use tract_linalg::multithread::{current_tract_executor, Executor};
+            let threads = match current_tract_executor() {
+                Executor::MultiThread(pool) => pool.current_num_threads(),
+                _ => 1,
+            };
             if threads > 1 && ids.len() > 1 {
                 return self.logits_side_by_side(ids, threads.min(ids.len()));
             }
