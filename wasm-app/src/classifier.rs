@@ -225,14 +225,11 @@ impl Classifier {
         &self.plan
     }
 
-    /// `plan` on `inputs`. Native, with several inference threads: inside their pool, so the
-    /// steps between matrix products run on one of its threads instead of on a third thread
-    /// that competes with the pool's for the cores.
-    fn run_plan(
-        &self,
-        plan: &Arc<TypedRunnableModel>,
-        inputs: TVec<TValue>,
-    ) -> TractResult<TVec<TValue>> {
+    /// The plan for a review of `tokens` tokens on `inputs`. Native, with several inference
+    /// threads: inside their pool, so the steps between matrix products run on one of its
+    /// threads instead of on a third thread that competes with the pool's for the cores.
+    fn run_plan(&self, tokens: usize, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let plan = self.plan_for(tokens);
         #[cfg(not(target_family = "wasm"))]
         if let tract_linalg::multithread::Executor::MultiThread(pool) =
             tract_linalg::multithread::current_tract_executor()
@@ -262,9 +259,7 @@ impl Classifier {
                 .map_err(fail)?
                 .into_tvalue(),
         );
-        let outputs = self
-            .run_plan(self.plan_for(row.len()), inputs)
-            .map_err(fail)?;
+        let outputs = self.run_plan(row.len(), inputs).map_err(fail)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(fail)?;
         match logits.as_slice() {
             Some(&[negative, positive]) => Ok([negative, positive]),
@@ -276,17 +271,20 @@ impl Classifier {
     }
 }
 
+/// The symbol tract knows a review's token count by.
+const TOKENS: &str = "tokens";
+
 /// Fixes the model's inputs (`input_ids`, `attention_mask`) at one review of 1 to `max_seq_len`
 /// tokens.
 fn one_review_at_a_time(
     mut model: InferenceModel,
     max_seq_len: usize,
 ) -> TractResult<InferenceModel> {
-    let tokens = model.symbols.sym("tokens");
-    model.symbols.add_assertion("tokens >= 1")?;
+    let tokens = model.symbols.sym(TOKENS);
+    model.symbols.add_assertion(format!("{TOKENS} >= 1"))?;
     model
         .symbols
-        .add_assertion(format!("tokens <= {max_seq_len}"))?;
+        .add_assertion(format!("{TOKENS} <= {max_seq_len}"))?;
     let fact = i64::fact([TDim::from(1), tokens.into()]);
     for input in 0..model.inputs.len() {
         model.set_input_fact(input, fact.clone().into())?;
@@ -297,7 +295,7 @@ fn one_review_at_a_time(
 /// The one-review model with its length fixed at `max_seq_len` tokens.
 #[cfg(not(target_family = "wasm"))]
 fn full_length(model: &TypedModel, max_seq_len: usize) -> TractResult<TypedModel> {
-    let tokens = model.symbols.sym("tokens");
+    let tokens = model.symbols.sym(TOKENS);
     let length = TDim::Val(max_seq_len as i64);
     model.set_symbols(&std::collections::HashMap::from([(tokens, length)]))
 }
