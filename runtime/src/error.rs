@@ -1,5 +1,5 @@
 //! The gateway's errors: one place maps each kind to its HTTP status and stable code, and every
-//! error answers as JSON `{"error": {"code", "message", "request_id"}}`.
+//! error answers as JSON `{"error": {"code", "message", "request_id"}}`, whoever produced it.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,16 +20,26 @@ pub enum ErrorKind {
     TooManyTexts,
     /// The body is larger than the limit.
     BodyTooLarge,
-    /// The queue is full: try again later.
+    /// The body did not arrive within the body timeout.
+    RequestTimeout,
+    /// An API key is required and this request has none, or a wrong one.
+    Unauthorized,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// No such resource.
+    NotFound,
+    /// The queue is full, or the request could not be answered in time: try again later.
     Overloaded,
+    /// Not every sandbox slot is live (`/readyz`).
+    NotReady,
     /// No answer within the request timeout.
     Timeout,
-    /// The sandbox trapped or ran past its deadline; it was replaced.
+    /// The sandbox trapped, ran past its deadline or gave an impossible answer; it was replaced.
     SandboxFailed,
     /// The classifier refused the texts.
     ClassifierError,
-    /// No such resource.
-    NotFound,
+    /// Any other status (produced below the API, e.g. by the static file server).
+    Other(StatusCode),
 }
 
 impl ErrorKind {
@@ -43,11 +53,30 @@ impl ErrorKind {
             Self::InvalidRequest => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             Self::TooManyTexts => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_texts"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Self::SandboxFailed => (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed"),
             Self::ClassifierError => (StatusCode::INTERNAL_SERVER_ERROR, "classifier_error"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Other(status) if status.is_server_error() => (*status, "server_error"),
+            Self::Other(status) => (*status, "bad_request"),
+        }
+    }
+
+    /// The kind an error status has when something other than a handler produced it.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::BodyTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            other => Self::Other(other),
         }
     }
 }
@@ -63,8 +92,9 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable code: `malformed_json`, `invalid_request`, `too_many_texts`, `body_too_large`,
-    /// `unsupported_media_type`, `overloaded`, `timeout`, `sandbox_failed`, `classifier_error`,
-    /// `not_found`.
+    /// `request_timeout`, `unsupported_media_type`, `unauthorized`, `method_not_allowed`,
+    /// `not_found`, `overloaded`, `not_ready`, `timeout`, `sandbox_failed`, `classifier_error`
+    /// (and `bad_request` or `server_error` for any other status).
     pub code: String,
     /// What the problem is.
     pub message: String,
@@ -108,10 +138,15 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if self.kind == ErrorKind::Overloaded {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        match self.kind {
+            ErrorKind::Overloaded | ErrorKind::NotReady => {
+                headers.insert("retry-after", HeaderValue::from_static("1"));
+            }
+            ErrorKind::Unauthorized => {
+                headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

@@ -1,15 +1,17 @@
-//! Putting a bundle behind the API: reads the bundle and the component, prepares the sandboxes
-//! and starts the pool. `feelings-serve` is a thin shell over [`start`].
+//! Putting a bundle behind the API: reads the bundle and the component, prepares the sandboxes,
+//! starts the pool and checks that the limits can be met. `feelings-serve` is a thin shell
+//! over [`start`] and [`crate::serve`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use feelings_core::{Bundle, BundleError};
+use feelings_core::{Bundle, BundleError, Manifest};
 
-use crate::api::{AppState, Limits};
+use crate::api::{Access, AppState, Limits};
 use crate::metrics::Metrics;
-use crate::pool::{Pool, PoolOptions};
+use crate::pool::{AnswerCheck, Pool, PoolOptions};
 use crate::{Preparation, SandboxError, SandboxOptions, Sandboxes};
 
 /// Everything the gateway needs besides its address.
@@ -27,6 +29,8 @@ pub struct GatewayOptions {
     pub pool: PoolOptions,
     /// Request limits.
     pub limits: Limits,
+    /// Who may call the API.
+    pub access: Access,
 }
 
 /// Why the gateway cannot start.
@@ -46,16 +50,27 @@ pub enum StartError {
     /// The sandboxes cannot be made or do not answer.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The limits contradict each other: a request they allow could never be answered.
+    #[error("the limits cannot all hold: {0}")]
+    Limits(String),
 }
 
-/// Reads the bundle and the component, prepares the sandboxes (from the cache when it has them)
-/// and starts the pool; returns the state for [`crate::app`] and how the component was prepared.
+/// Reads the bundle and the component, prepares the sandboxes (from the cache when it has them),
+/// starts the pool and checks the limits against what a review costs; returns the state for
+/// [`crate::app`] and how the component was prepared.
 pub fn start(options: &GatewayOptions) -> Result<(Arc<AppState>, Preparation), StartError> {
+    check_queue(options)?;
     let bundle = Bundle::read_dir(&options.model)?;
     let wasm = read(&options.component)?;
     let (sandboxes, prepared) = Sandboxes::new(&wasm, &bundle, &options.sandbox)?;
     let metrics = Arc::new(Metrics::new());
-    let pool = Pool::start(Arc::new(sandboxes), &options.pool, metrics.clone())?;
+    let check = AnswerCheck {
+        labels: bundle.manifest.labels.clone(),
+        threshold: bundle.manifest.threshold,
+        probe: probe_review(&bundle.manifest),
+    };
+    let pool = Pool::start(Arc::new(sandboxes), &options.pool, check, metrics.clone())?;
+    check_limits(options, pool.review_cost())?;
     let Bundle {
         manifest,
         model,
@@ -72,9 +87,51 @@ pub fn start(options: &GatewayOptions) -> Result<(Arc<AppState>, Preparation), S
         files,
         web_dir: options.web_dir.clone(),
         limits: options.limits.clone(),
+        access: options.access.clone(),
         metrics,
     };
     Ok((Arc::new(state), prepared))
+}
+
+/// A review longer than the model reads: what the longest review costs.
+fn probe_review(manifest: &Manifest) -> String {
+    let sentence =
+        "A first review, to check the sandbox and time a review as long as the model reads. ";
+    sentence.repeat(manifest.max_seq_len / 16 + 1)
+}
+
+/// Refuses limits under which a request that passes every check could still never be
+/// answered, given `review` (what one full-length review costs a sandbox, measured).
+pub fn check_limits(options: &GatewayOptions, review: Duration) -> Result<(), StartError> {
+    check_queue(options)?;
+    let (pool, limits) = (&options.pool, &options.limits);
+    let sandboxes = pool.instances.max(1) as u32;
+    let call = review * pool.max_batch.max(1) as u32;
+    if options.sandbox.deadline < call {
+        return Err(StartError::Limits(format!(
+            "--deadline {:?} is shorter than one guest call of --max-batch {} full-length reviews (about {call:.2?}: {review:.2?} each, measured at start)",
+            options.sandbox.deadline, pool.max_batch
+        )));
+    }
+    let largest = review * limits.max_texts as u32 / sandboxes;
+    if limits.timeout < largest {
+        return Err(StartError::Limits(format!(
+            "a request of --max-texts {} full-length reviews takes about {largest:.1?} on {sandboxes} sandboxes with nothing else to do ({review:.2?} a review, measured at start); --timeout {:?} could never answer it",
+            limits.max_texts, limits.timeout
+        )));
+    }
+    Ok(())
+}
+
+/// The queue must hold the largest request.
+fn check_queue(options: &GatewayOptions) -> Result<(), StartError> {
+    let (queue, max_texts) = (options.pool.queue, options.limits.max_texts);
+    if queue < max_texts {
+        return Err(StartError::Limits(format!(
+            "--queue {queue} reviews is less than --max-texts {max_texts}: a request of {max_texts} texts would always be turned away"
+        )));
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {

@@ -3,8 +3,9 @@
 //! network and no environment, behind an axum HTTP gateway (`feelings-serve`).
 //!
 //! [`Sandboxes`] pre-initialise the component with a bundle and make instances; a [`Pool`]
-//! runs a fixed number of them behind a bounded queue; [`app`] is the HTTP API over a pool;
-//! [`start`] builds all of it from a bundle folder and a component file.
+//! runs a fixed number of them behind a fair queue that admits requests by cost; [`app`] is
+//! the HTTP API over a pool; [`start`] builds all of it from a bundle folder and a component
+//! file; [`serve`] puts the API on a socket with bounded connections.
 
 mod api;
 mod error;
@@ -12,12 +13,16 @@ mod gateway;
 mod metrics;
 mod pool;
 mod sandbox;
+mod server;
 mod snapshot;
 
-pub use api::{app, ApiDoc, AppState, Classified, Limits};
+pub use api::{app, Access, ApiDoc, AppState, Classified, Limits};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
-pub use gateway::{start, GatewayOptions, StartError};
+pub use gateway::{check_limits, start, GatewayOptions, StartError};
 pub use metrics::Metrics;
-pub use pool::{JobResult, Overloaded, Pool, PoolOptions};
+pub use pool::{
+    AnswerCheck, Instance, Instances, JobError, JobResult, Overloaded, Pool, PoolOptions,
+};
 pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes, EPOCH_TICK, MAX_WASM_STACK};
+pub use server::{listen, serve, ConnectionLimits};
 pub use snapshot::{preinitialise, Preparation};

@@ -25,12 +25,18 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Sandboxes instantiated (at start and to replace broken ones).
     pub instantiations: Counter,
-    /// Guest traps, deadlines included; each one cost an instance.
+    /// Sandboxes dropped: guest traps, deadlines, impossible answers, host panics.
     pub traps: Counter,
-    /// Classification jobs waiting for a sandbox.
+    /// Reviews waiting for a sandbox.
     pub queue_depth: Gauge,
-    /// Requests turned away at once because the queue was full.
+    /// Requests turned away at once (queue full, or no answer possible in time).
     pub rejected: Counter,
+    /// Requests dropped before all their reviews ran: their client left or their time was up.
+    pub abandoned: Counter,
+    /// Sandbox slots with a live sandbox.
+    pub live_sandboxes: Gauge,
+    /// Client connections open.
+    pub open_connections: Gauge,
     /// Reviews per guest call (after micro-batching).
     pub batch_size: Histogram,
 }
@@ -45,6 +51,9 @@ impl Metrics {
         let traps = Counter::default();
         let queue_depth = Gauge::default();
         let rejected = Counter::default();
+        let abandoned = Counter::default();
+        let live_sandboxes = Gauge::default();
+        let open_connections = Gauge::default();
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 8));
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
@@ -57,16 +66,35 @@ impl Metrics {
             "Sandboxes instantiated",
             instantiations.clone(),
         );
-        registry.register("sandbox_traps", "Guest traps and deadlines", traps.clone());
+        registry.register(
+            "sandbox_traps",
+            "Sandboxes dropped: traps, deadlines, impossible answers, host panics",
+            traps.clone(),
+        );
         registry.register(
             "queue_depth",
-            "Jobs waiting for a sandbox",
+            "Reviews waiting for a sandbox",
             queue_depth.clone(),
         );
         registry.register(
             "rejected",
-            "Requests shed because the queue was full",
+            "Requests shed at once: queue full, or no answer possible in time",
             rejected.clone(),
+        );
+        registry.register(
+            "abandoned",
+            "Requests dropped before all their reviews ran (client gone or time up)",
+            abandoned.clone(),
+        );
+        registry.register(
+            "live_sandboxes",
+            "Sandbox slots with a live sandbox",
+            live_sandboxes.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open",
+            open_connections.clone(),
         );
         registry.register(
             "guest_batch_size",
@@ -81,6 +109,9 @@ impl Metrics {
             traps,
             queue_depth,
             rejected,
+            abandoned,
+            live_sandboxes,
+            open_connections,
             batch_size,
         }
     }

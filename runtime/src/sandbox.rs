@@ -12,6 +12,7 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::pool::{Instance, Instances};
 use crate::snapshot::{self, Preparation};
 
 wasmtime::component::bindgen!({ world: "classifier", path: "../wasm-app/wit" });
@@ -23,7 +24,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_WASM_STACK: usize = 1 << 20;
 
 /// What can go wrong when building or using a sandbox.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SandboxError {
     /// The component could not be compiled or linked.
     #[error("the classifier component cannot be used: {0}")]
@@ -37,9 +38,27 @@ pub enum SandboxError {
     /// The guest refused the request (e.g. a bundle it cannot load).
     #[error("the classifier refused: {0}")]
     Refused(String),
-    /// The cache folder for compiled components cannot be written.
-    #[error("cannot store the compiled component: {0}")]
+    /// The guest answered something that cannot be right (too few predictions, a score that
+    /// is not a probability, a label its score does not decide); the instance is not trusted
+    /// again.
+    #[error("the sandbox gave an impossible answer: {0}")]
+    Invalid(String),
+    /// The host panicked while running the guest; the instance is dropped.
+    #[error("the sandbox crashed: {0}")]
+    Crashed(String),
+    /// The cache folder for compiled components cannot be used.
+    #[error("the compiled-component cache: {0}")]
     Cache(String),
+}
+
+impl SandboxError {
+    /// Whether the instance that gave this error must be dropped.
+    pub fn breaks_sandbox(&self) -> bool {
+        matches!(
+            self,
+            Self::Trap(_) | Self::Deadline(_) | Self::Invalid(_) | Self::Crashed(_)
+        )
+    }
 }
 
 /// The per-instance state: WASI with nothing granted, and the memory cap.
@@ -193,6 +212,12 @@ impl Sandboxes {
     }
 }
 
+impl Instances for Sandboxes {
+    fn instance(&self) -> Result<Box<dyn Instance>, SandboxError> {
+        Ok(Box::new(Sandboxes::instance(self)?.0))
+    }
+}
+
 impl Drop for Sandboxes {
     fn drop(&mut self) {
         self.ticking.store(false, Ordering::Relaxed);
@@ -266,5 +291,15 @@ impl Sandbox {
             Some(Trap::Interrupt) => SandboxError::Deadline(deadline),
             _ => trap(e),
         }
+    }
+}
+
+impl Instance for Sandbox {
+    fn classify(
+        &mut self,
+        texts: &[String],
+        deadline: Option<Duration>,
+    ) -> Result<Vec<Prediction>, SandboxError> {
+        self.classify_within(texts, deadline.unwrap_or(self.deadline))
     }
 }

@@ -38,8 +38,6 @@ pub(crate) fn prepare(
     cache_dir: Option<&Path>,
 ) -> Result<(Component, Preparation), SandboxError> {
     let started = Instant::now();
-    let key = cache_key(engine, wasm, manifest_json);
-    let cache_file = cache_dir.map(|dir| dir.join(format!("{key}.cwasm")));
     let finish = |component, from_cache, cache_file| {
         let preparation = Preparation {
             from_cache,
@@ -48,45 +46,99 @@ pub(crate) fn prepare(
         };
         Ok((component, preparation))
     };
-    let Some(file) = cache_file.as_deref() else {
+    let Some(dir) = cache_dir else {
         let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
-        return finish(
-            Component::new(engine, &snapshot).map_err(component_error)?,
-            false,
-            None,
-        );
+        let component = Component::new(engine, &snapshot).map_err(component_error)?;
+        return finish(component, false, None);
     };
-    if let Some(component) = read_artifact(engine, file) {
-        return finish(component, true, cache_file);
+    private_dir(dir)?;
+    let file = dir.join(format!("{}.cwasm", cache_key(engine, wasm, manifest_json)));
+    if let Some(component) = read_artifact(engine, &file) {
+        return finish(component, true, Some(file));
     }
     // One maker per artifact: whoever waited on the lock finds the file made.
-    let _lock = lock(file)?;
-    if let Some(component) = read_artifact(engine, file) {
-        return finish(component, true, cache_file);
+    let _lock = lock(&file)?;
+    if let Some(component) = read_artifact(engine, &file) {
+        return finish(component, true, Some(file));
     }
     let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
     let component = Component::new(engine, &snapshot).map_err(component_error)?;
-    store_artifact(file, &component)?;
-    finish(component, false, cache_file)
+    store_artifact(&file, &component)?;
+    finish(component, false, Some(file))
 }
 
-/// The compiled component cached in `file`, if there is a usable one.
-fn read_artifact(engine: &Engine, file: &Path) -> Option<Component> {
-    if !file.is_file() {
-        return None;
+/// Makes `dir` if needed (mode 0700) and refuses it unless it is this user's and nobody
+/// else may write into it: files in it are loaded as compiled code.
+fn private_dir(dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let refuse = |why: String| {
+        SandboxError::Cache(format!(
+            "{}: {why}; the cache holds compiled code, so it must be private (pass another --cache, or fix it: chmod 700)",
+            dir.display()
+        ))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| refuse(format!("cannot create it: {e}")))?;
+    let meta = std::fs::metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    let me = current_user();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "it belongs to user {}, not to this user ({me})",
+            meta.uid()
+        )));
     }
-    // SAFETY: the file was written by `Component::serialize` of this program into a folder the
-    // operator owns; wasmtime checks the version and engine settings it was made with.
-    unsafe { Component::deserialize_file(engine, file) }.ok()
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "others may write into it (mode {:o})",
+            meta.mode() & 0o777
+        )));
+    }
+    Ok(())
+}
+
+fn current_user() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The sidecar holding the sha256 of a compiled file, written with it.
+fn checksum_file(file: &Path) -> PathBuf {
+    file.with_extension("cwasm.sha256")
+}
+
+/// The compiled component cached in `file`, if there is one this user wrote whose bytes match
+/// the checksum written with it; a damaged or foreign one is reported, and made again.
+fn read_artifact(engine: &Engine, file: &Path) -> Option<Component> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).ok()?;
+    let distrust = |why: &str| {
+        tracing::warn!("{}: {why}; making it again", file.display());
+        None
+    };
+    if meta.uid() != current_user() || meta.mode() & 0o022 != 0 {
+        return distrust("not written by this user");
+    }
+    let expected = std::fs::read_to_string(checksum_file(file)).unwrap_or_default();
+    let bytes = std::fs::read(file).ok()?;
+    if hex(&Sha256::digest(&bytes)) != expected.trim() {
+        return distrust("its checksum does not match (a damaged or partial file)");
+    }
+    // SAFETY: the file was written by `Component::serialize` of this program into a private
+    // folder of this user, and its bytes are the ones written (checked above); wasmtime checks
+    // the version and engine settings it was made with.
+    match unsafe { Component::deserialize_file(engine, file) } {
+        Ok(component) => Some(component),
+        Err(e) => distrust(&format!("wasmtime cannot load it ({e})")),
+    }
 }
 
 /// An exclusive lock on `<file>.lock`, held until the returned file is dropped; gateways that
 /// start together on a cold cache make the snapshot once.
 fn lock(file: &Path) -> Result<std::fs::File, SandboxError> {
     let cache_error = |e: std::io::Error| SandboxError::Cache(format!("{}: {e}", file.display()));
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(cache_error)?;
-    }
     let lock = std::fs::File::create(file.with_extension("lock")).map_err(cache_error)?;
     lock.lock().map_err(cache_error)?;
     Ok(lock)
@@ -104,27 +156,27 @@ fn cache_key(engine: &Engine, wasm: &[u8], manifest_json: &[u8]) -> String {
     hasher.update(engine_hash.finish().to_le_bytes());
     hasher.update(Sha256::digest(wasm));
     hasher.update(Sha256::digest(manifest_json));
-    hasher
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&hasher.finalize()[..16])
 }
 
-/// Writes the compiled component next to its final name, then renames it: readers never see
-/// half a file, and two servers starting at once both end with a whole one.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the compiled component and its checksum next to their final names, then renames
+/// them (the checksum first): readers never see half a file, and two servers starting at once
+/// both end with a whole one.
 fn store_artifact(file: &Path, component: &Component) -> Result<(), SandboxError> {
     let cache_error = |e: std::io::Error| SandboxError::Cache(format!("{}: {e}", file.display()));
     let bytes = component.serialize().map_err(component_error)?;
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(cache_error)?;
-    }
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let write = WRITES.fetch_add(1, Ordering::Relaxed);
-    let partial = file.with_extension(format!("tmp{}-{write}", std::process::id()));
-    std::fs::write(&partial, bytes).map_err(cache_error)?;
-    std::fs::rename(&partial, file).map_err(cache_error)
+    let partial = |path: &Path| path.with_extension(format!("tmp{}-{write}", std::process::id()));
+    let sums = checksum_file(file);
+    std::fs::write(partial(&sums), hex(&Sha256::digest(&bytes))).map_err(cache_error)?;
+    std::fs::write(partial(file), &bytes).map_err(cache_error)?;
+    std::fs::rename(partial(&sums), &sums).map_err(cache_error)?;
+    std::fs::rename(partial(file), file).map_err(cache_error)
 }
 
 /// The classifier component `wasm` with `bundle` loaded and warmed up inside it, as a new

@@ -50,3 +50,55 @@ fn a_missing_or_damaged_bundle_stops_the_start_naming_the_file() {
     assert!(text.contains("feelings.json"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn numeric_flags_are_checked_before_anything_starts() {
+    for (flag, value) in [
+        ("--timeout", "-1"),
+        ("--timeout", "inf"),
+        ("--timeout", "nan"),
+        ("--timeout", "0"),
+        ("--deadline", "1e300"),
+        ("--body-timeout", "soon"),
+        ("--header-timeout", "-0.5"),
+        ("--idle-timeout", "NaN"),
+        ("--instances", "0"),
+        ("--queue", "0"),
+        ("--max-batch", "0"),
+        ("--max-texts", "-3"),
+        ("--memory-mib", "99999999999"),
+        ("--max-connections", "0"),
+        ("--api-key", "short"),
+        ("--cors-allow-origin", "example.com/path"),
+    ] {
+        let (code, text) = serve(&[flag, value, "--no-web"]);
+        assert_eq!(code, 2, "{flag} {value}: {text}");
+        assert!(
+            text.contains(flag) && !text.contains("panicked"),
+            "{flag} {value}: {text}"
+        );
+    }
+}
+
+#[test]
+fn limits_that_contradict_each_other_stop_the_start() {
+    let (code, text) = serve(&["--queue", "8", "--max-texts", "64", "--no-web"]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("--queue") && text.contains("--max-texts"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_cache_folder_without_home_is_an_error_not_a_shared_tmp() {
+    let out = Command::new(env!("CARGO_BIN_EXE_feelings-serve"))
+        .args(["--no-web"])
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("--cache"), "{text}");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use feelings_runtime::{
-    app, start, AppState, GatewayOptions, Limits, PoolOptions, SandboxOptions, EPOCH_TICK,
+    app, start, Access, AppState, GatewayOptions, Limits, PoolOptions, SandboxOptions, EPOCH_TICK,
 };
 use feelings_trainer::fixtures;
 use rand::rngs::StdRng;
@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use crate::{root, tiny_bundle};
 
-fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions {
+pub(crate) fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
     GatewayOptions {
         model: tiny_bundle().to_path_buf(),
@@ -34,20 +34,22 @@ fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions {
             max_batch: 16,
         },
         limits,
+        access: Access::default(),
     }
 }
 
-fn test_limits() -> Limits {
+pub(crate) fn test_limits() -> Limits {
     Limits {
         max_body_bytes: 16 << 10,
         max_texts: 8,
         max_chars: 2_000,
         timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(10),
     }
 }
 
 /// One gateway for the tests that do not break it.
-fn gateway() -> Arc<AppState> {
+pub(crate) fn gateway() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
         .get_or_init(|| {
@@ -58,26 +60,26 @@ fn gateway() -> Arc<AppState> {
         .clone()
 }
 
-struct Answer {
-    status: StatusCode,
-    request_id: String,
-    content_type: String,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub request_id: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Checks the answer is the error `status` with `code`.
-    fn assert_error(&self, status: StatusCode, code: &str) {
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
         assert_eq!((self.status, self.error_code().as_str()), (status, code));
     }
 
     /// The error code, after checking the error body carries this request's id.
-    fn error_code(&self) -> String {
+    pub fn error_code(&self) -> String {
         let body = self.json();
         assert_eq!(body["error"]["request_id"], self.request_id.as_str());
         assert!(body["error"]["message"]
@@ -87,7 +89,7 @@ impl Answer {
     }
 }
 
-async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
+pub(crate) async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let headers = response.headers().clone();
     let header = |name: &str| {
@@ -109,11 +111,11 @@ async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
     }
 }
 
-fn get(uri: &str) -> Request<Body> {
+pub(crate) fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
-fn post_json(body: impl Into<Body>) -> Request<Body> {
+pub(crate) fn post_json(body: impl Into<Body>) -> Request<Body> {
     Request::post("/v1/classify")
         .header("content-type", "application/json")
         .body(body.into())

@@ -1,6 +1,8 @@
 //! End-to-end tests across the pieces, one test binary.
 
+mod cache;
 mod gateway;
+mod hardening;
 mod parity;
 mod sandbox;
 mod serve;

@@ -135,7 +135,7 @@ fn fixed_rate(server: &Server, rate: u32, seconds: u32, body: &str) -> Vec<(u16,
 #[test]
 fn below_capacity_nothing_fails_and_above_it_only_fast_503s() {
     let _alone = crate::alone();
-    let server = Server::start(&["--instances", "2", "--queue", "8"]);
+    let server = Server::start(&["--instances", "2", "--queue", "16", "--max-texts", "8"]);
     let body = r#"{"texts": ["the movie was great", "the plot was awful and very boring"]}"#;
     let steady = fixed_rate(&server, 40, 10, body);
     let failed = steady.iter().filter(|(s, _)| *s != 200).count();
@@ -280,4 +280,115 @@ fn the_main_command_serves_the_shipped_model_and_the_page() {
         let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(answer["label"], label, "{review}: {answer}");
     }
+}
+
+/// The `host:port` the server listens on.
+fn address(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// Reads until the server closes the connection (or `limit` passes from `started`); returns how
+/// long after `started` that was.
+fn time_until_closed(
+    stream: &mut std::net::TcpStream,
+    started: Instant,
+    limit: Duration,
+) -> Duration {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buffer = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("reading: {e}"),
+            Ok(_) => {}
+        }
+    }
+    started.elapsed()
+}
+
+#[test]
+fn slow_header_clients_and_idle_connections_are_cut_off() {
+    use std::io::Write;
+    let _alone = crate::alone();
+    let server = Server::start(&["--header-timeout", "1", "--idle-timeout", "30"]);
+    // Parsed once: resolving the text again for each connection takes milliseconds.
+    let addr: std::net::SocketAddr = address(&server).parse().unwrap();
+    // 200 clients send half a header, then one more header line every 300 ms.
+    let opened = Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let trickle = {
+        let mut clones: Vec<_> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
+        thread::spawn(move || {
+            for _ in 0..20 {
+                thread::sleep(Duration::from_millis(300));
+                clones.retain_mut(|s| s.write_all(b"X-Slow: yes\r\n").is_ok());
+            }
+        })
+    };
+    let took = time_until_closed(&mut slow[199], opened, Duration::from_secs(10));
+    println!("a slow-header client was cut off after {took:?} (header timeout 1 s)");
+    assert!(
+        took > Duration::from_millis(900),
+        "cut off early, after {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "still open after {took:?}");
+    thread::sleep(Duration::from_millis(500));
+    let metrics = server.get("/metrics");
+    let open: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("feelings_open_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(open <= 2.0, "{open} connections still open:\n{metrics}");
+    drop(trickle);
+
+    // A kept-alive connection left idle is closed by the same timeout.
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let took = time_until_closed(&mut idle, Instant::now(), Duration::from_secs(10));
+    assert!(
+        took < Duration::from_secs(3),
+        "an idle connection stayed {took:?}"
+    );
+}
+
+#[test]
+fn http2_with_prior_knowledge_is_served_on_the_same_port() {
+    use http_body_util::{BodyExt, Full};
+    let server = Server::start(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(address(&server))
+            .await
+            .unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::post(format!("{}/v1/classify", server.base))
+            .header("content-type", "application/json")
+            .body(Full::new(axum::body::Bytes::from(
+                r#"{"text": "the movie was great"}"#,
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(answer["score"].is_number(), "{answer}");
+    });
 }

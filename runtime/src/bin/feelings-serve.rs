@@ -6,68 +6,130 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::http::HeaderValue;
 use clap::Parser;
-use feelings_runtime::{app, start, GatewayOptions, Limits, PoolOptions, SandboxOptions};
+use feelings_runtime::{
+    app, listen, serve, start, Access, ConnectionLimits, GatewayOptions, Limits, PoolOptions,
+    SandboxOptions,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Serve a model bundle over HTTP: POST /v1/classify {"text": "..."} or {"texts": [...]};
 /// GET /v1/model, /healthz, /readyz, /metrics; the web page at / with the bundle at /model/.
-/// Each request runs in a wasmtime sandbox (no files, network or environment; a deadline
+/// Each review runs in a wasmtime sandbox (no files, network or environment; a deadline
 /// and a memory cap); a sandbox that fails is replaced and the server keeps serving.
+/// Requests take turns a review at a time; one that could not be answered within --timeout
+/// is turned away at once (503), and one whose client leaves is dropped.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// The bundle folder made by `feelings export`.
     #[arg(long, default_value = "models/imdb-minilm")]
     model: PathBuf,
-    /// Address to listen on.
+    /// Address to listen on. Anything but loopback exposes the API: set --api-key.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// Sandboxes classifying at the same time (one thread each).
-    #[arg(long, default_value_t = 2)]
-    instances: usize,
-    /// Classification jobs that may wait for a sandbox; beyond it requests get 503 at once.
-    #[arg(long, default_value_t = 64)]
-    queue: usize,
-    /// Most reviews one sandbox call takes when waiting requests are batched together; 1 turns
-    /// batching off (the default: inside the sandbox a batch is no faster per review).
-    #[arg(long, default_value_t = PoolOptions::default().max_batch)]
-    max_batch: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    instances: u16,
+    /// Reviews that may wait for a sandbox; beyond it requests get 503 at once.
+    #[arg(long, default_value_t = PoolOptions::default().queue as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    queue: u32,
+    /// Most reviews in one sandbox call (taken in turn from the waiting requests); 1, the
+    /// default, runs one review per call: inside the sandbox a batch is no faster per review.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_batch: u16,
     /// The classifier component [default: the one `web/build.sh` builds next to this binary:
     /// <target>/wasm32-wasip2/release/feelings_core.wasm].
     #[arg(long)]
     component: Option<PathBuf>,
-    /// Folder caching the compiled, pre-initialised component [default: ~/.cache/feelings].
+    /// Private folder (mode 0700) caching the compiled, pre-initialised component
+    /// [default: $XDG_CACHE_HOME/feelings or ~/.cache/feelings].
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// The web page's folder, served at /.
+    /// The web page's folder; only its page files are served, at /.
     #[arg(long, default_value = "web")]
     web: PathBuf,
-    /// Serve only the API, not the page.
+    /// Serve only the API, not the page (nor the bundle at /model/).
     #[arg(long)]
     no_web: bool,
     /// Largest request body in bytes (413 beyond).
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
-    max_body_bytes: usize,
+    #[arg(long, default_value_t = Limits::default().max_body_bytes as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_body_bytes: u64,
     /// Most texts per request (422 beyond).
-    #[arg(long, default_value_t = Limits::default().max_texts)]
-    max_texts: usize,
+    #[arg(long, default_value_t = Limits::default().max_texts as u32, value_parser = clap::value_parser!(u32).range(1..=100_000), allow_negative_numbers = true)]
+    max_texts: u32,
     /// Characters of a text passed to the model; longer ones are cut and marked truncated.
-    #[arg(long, default_value_t = Limits::default().max_chars)]
-    max_chars: usize,
-    /// Seconds a request may wait for its answer (504 beyond).
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
-    /// Seconds one sandbox call may run before it is stopped (500, the sandbox replaced).
-    #[arg(long, default_value_t = 20.0)]
-    deadline: f64,
+    #[arg(long, default_value_t = Limits::default().max_chars as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_chars: u64,
+    /// Seconds a request may take from arrival to answer, its wait in the queue included
+    /// (504 beyond).
+    #[arg(long, default_value = "30", value_parser = seconds, allow_negative_numbers = true)]
+    timeout: Duration,
+    /// Seconds one sandbox call (--max-batch reviews) may run before it is stopped (500, the
+    /// sandbox replaced).
+    #[arg(long, default_value = "20", value_parser = seconds, allow_negative_numbers = true)]
+    deadline: Duration,
+    /// Seconds a client may take to send a request body (408 beyond).
+    #[arg(long, default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
+    body_timeout: Duration,
+    /// Seconds a client may take to send a request's header; on HTTP/1.1 the wait for the next
+    /// request on a kept-alive connection counts too (the connection is closed beyond).
+    #[arg(long, default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
+    header_timeout: Duration,
+    /// Seconds a connection may stay open with no request in progress (HTTP/2 included).
+    #[arg(long, default_value = "60", value_parser = seconds, allow_negative_numbers = true)]
+    idle_timeout: Duration,
+    /// Most client connections open at once; beyond it new ones wait to be accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Memory cap of one sandbox, MiB (the loaded model included).
-    #[arg(long, default_value_t = 1024)]
-    memory_mib: usize,
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=4096))]
+    memory_mib: u32,
+    /// Require this key as `Authorization: Bearer <key>` on /v1/* and /metrics (the health
+    /// checks, the page and its bundle stay open).
+    #[arg(long, env = "FEELINGS_API_KEY", hide_env_values = true, value_parser = api_key)]
+    api_key: Option<String>,
+    /// A web origin allowed to call the API from a browser (e.g. https://example.com, or *
+    /// for any); repeat for several. None by default.
+    #[arg(long, value_name = "ORIGIN", value_parser = origin)]
+    cors_allow_origin: Vec<HeaderValue>,
     /// Write the classifier component with the bundle already loaded inside it to this file
     /// and exit: a self-contained classifier for any WebAssembly component host.
     #[arg(long, value_name = "FILE")]
     write_component: Option<PathBuf>,
+}
+
+/// A number of seconds: finite, more than zero, at most a day.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        return Err(format!(
+            "{text} seconds: give more than 0 and at most 86400 (a day)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn api_key(text: &str) -> Result<String, String> {
+    let key = text.trim();
+    if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("give at least 16 printable characters, without spaces".into());
+    }
+    Ok(key.to_string())
+}
+
+fn origin(text: &str) -> Result<HeaderValue, String> {
+    let valid = text == "*"
+        || ((text.starts_with("http://") || text.starts_with("https://"))
+            && !text.ends_with('/')
+            && text.bytes().all(|b| b.is_ascii_graphic()));
+    if !valid {
+        return Err("an origin is scheme://host[:port] without a path (or *)".into());
+    }
+    HeaderValue::from_str(text).map_err(|e| e.to_string())
 }
 
 fn default_component() -> Result<PathBuf> {
@@ -79,12 +141,12 @@ fn default_component() -> Result<PathBuf> {
     Ok(target.join("wasm32-wasip2/release/feelings_core.wasm"))
 }
 
-fn default_cache() -> PathBuf {
+fn default_cache() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("feelings")
+        .context("neither $XDG_CACHE_HOME nor $HOME is set: pass --cache DIR (a private folder)")?;
+    Ok(base.join("feelings"))
 }
 
 /// `--write-component`: the pre-initialised component, for other hosts.
@@ -103,6 +165,41 @@ fn write_component(args: &Args, out: &std::path::Path) -> Result<()> {
         snapshot.len() / 1_000_000
     );
     Ok(())
+}
+
+fn gateway_options(args: &Args) -> Result<GatewayOptions> {
+    Ok(GatewayOptions {
+        model: args.model.clone(),
+        component: match &args.component {
+            Some(path) => path.clone(),
+            None => default_component()?,
+        },
+        web_dir: (!args.no_web && args.web.is_dir()).then(|| args.web.clone()),
+        sandbox: SandboxOptions {
+            cache_dir: Some(match &args.cache {
+                Some(dir) => dir.clone(),
+                None => default_cache()?,
+            }),
+            memory_limit: (args.memory_mib as usize) << 20,
+            deadline: args.deadline,
+        },
+        pool: PoolOptions {
+            instances: args.instances.into(),
+            queue: args.queue as usize,
+            max_batch: args.max_batch.into(),
+        },
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes as usize,
+            max_texts: args.max_texts as usize,
+            max_chars: args.max_chars as usize,
+            timeout: args.timeout,
+            body_timeout: args.body_timeout,
+        },
+        access: Access {
+            api_key: args.api_key.clone(),
+            cors_origins: args.cors_allow_origin.clone(),
+        },
+    })
 }
 
 async fn shutdown_signal() {
@@ -126,43 +223,30 @@ async fn main() -> Result<()> {
     if let Some(out) = &args.write_component {
         return write_component(&args, out);
     }
-    let options = GatewayOptions {
-        model: args.model.clone(),
-        component: match args.component {
-            Some(path) => path,
-            None => default_component()?,
-        },
-        web_dir: (!args.no_web && args.web.is_dir()).then(|| args.web.clone()),
-        sandbox: SandboxOptions {
-            cache_dir: Some(args.cache.unwrap_or_else(default_cache)),
-            memory_limit: args.memory_mib << 20,
-            deadline: Duration::from_secs_f64(args.deadline),
-        },
-        pool: PoolOptions {
-            instances: args.instances,
-            queue: args.queue,
-            max_batch: args.max_batch,
-        },
-        limits: Limits {
-            max_body_bytes: args.max_body_bytes,
-            max_texts: args.max_texts,
-            max_chars: args.max_chars,
-            timeout: Duration::from_secs_f64(args.timeout),
-        },
-    };
+    let options = gateway_options(&args)?;
     let (state, prepared) = tokio::task::spawn_blocking(move || start(&options)).await??;
     tracing::info!(
         model = %state.manifest.name,
         from_cache = prepared.from_cache,
         seconds = prepared.duration.as_secs_f64(),
+        review_ms = state.pool.review_cost().as_secs_f64() * 1e3,
         "sandboxes ready"
     );
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
+    if !args.addr.ip().is_loopback() && args.api_key.is_none() {
+        tracing::warn!(
+            "listening on {} without --api-key: anyone who can reach it can use the API",
+            args.addr
+        );
+    }
+    let listener = listen(args.addr, args.max_connections.max(1024))
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = ConnectionLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
+    };
+    let open = state.metrics.open_connections.clone();
+    serve(listener, app(state), limits, open, shutdown_signal()).await;
     Ok(())
 }

@@ -1,0 +1,197 @@
+//! `POST /v1/classify`: one review or a list, answered in order.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use feelings_core::Truncation;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{request_id, AppState, Limits};
+use crate::error::{ApiError, ErrorBody, ErrorKind};
+use crate::pool::JobError;
+use crate::SandboxError;
+
+/// `POST /v1/classify` body: one text or a list (exactly one of the two).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClassifyRequest {
+    /// One review.
+    text: Option<String>,
+    /// Several reviews, answered in order.
+    texts: Option<Vec<String>>,
+}
+
+/// One answer of `POST /v1/classify`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Classified {
+    /// The decided label.
+    pub label: String,
+    /// The probability of the positive label.
+    pub score: f32,
+    /// The threshold the label was decided at.
+    pub threshold: f32,
+    /// The deployed model's name.
+    pub model: String,
+    /// Whether the text was cut to what the model reads.
+    pub truncated: bool,
+}
+
+/// Classifies one review (`text`, one answer) or several (`texts`, a list in order).
+#[utoipa::path(post, path = "/v1/classify", request_body = ClassifyRequest, responses(
+    (status = 200, description = "The answer for `text`; for `texts`, a list of them", body = Classified),
+    (status = 400, description = "Not JSON, or not UTF-8", body = ErrorBody),
+    (status = 401, description = "API key missing or wrong", body = ErrorBody),
+    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+    (status = 413, description = "Body over the limit", body = ErrorBody),
+    (status = 415, description = "Not application/json", body = ErrorBody),
+    (status = 422, description = "Wrong shape, or too many texts", body = ErrorBody),
+    (status = 500, description = "The sandbox failed (and was replaced)", body = ErrorBody),
+    (status = 503, description = "Overloaded: retry later", body = ErrorBody),
+    (status = 504, description = "No answer in time", body = ErrorBody),
+))]
+pub(crate) async fn classify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = request_id(&headers);
+    let fail = |kind, message: String| ApiError::new(kind, message, &id);
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(fail(
+            ErrorKind::UnsupportedMediaType,
+            "send the body as JSON with content-type: application/json".into(),
+        ));
+    }
+    let body = read_body(body, &state.limits)
+        .await
+        .map_err(|(k, m)| fail(k, m))?;
+    let (texts, single) = parse(&body, state.limits.max_texts).map_err(|(k, m)| fail(k, m))?;
+    let (texts, cut): (Vec<String>, Vec<bool>) = texts
+        .into_iter()
+        .map(|t| cut_text(t, state.limits.max_chars, state.manifest.truncation))
+        .unzip();
+    let answer = state
+        .pool
+        .submit(texts, state.limits.timeout)
+        .map_err(|e| fail(ErrorKind::Overloaded, e.to_string()))?;
+    let timeout = || {
+        let message = format!("no answer within {:?}", state.limits.timeout);
+        fail(ErrorKind::Timeout, message)
+    };
+    let predictions = match tokio::time::timeout(state.limits.timeout, answer).await {
+        Err(_) | Ok(Ok(Err(JobError::Expired))) => return Err(timeout()),
+        Ok(Err(_)) => return Err(fail(ErrorKind::SandboxFailed, "the pool stopped".into())),
+        Ok(Ok(Err(JobError::Sandbox(e @ SandboxError::Refused(_))))) => {
+            return Err(fail(ErrorKind::ClassifierError, e.to_string()))
+        }
+        Ok(Ok(Err(e))) => return Err(fail(ErrorKind::SandboxFailed, e.to_string())),
+        Ok(Ok(Ok(predictions))) => predictions,
+    };
+    let answers: Vec<Classified> = predictions
+        .into_iter()
+        .zip(cut)
+        .map(|(p, cut)| Classified {
+            label: p.label,
+            score: p.score,
+            threshold: p.threshold,
+            model: state.manifest.name.clone(),
+            truncated: p.truncated || cut,
+        })
+        .collect();
+    Ok(if single {
+        Json(answers.into_iter().next()).into_response()
+    } else {
+        Json(answers).into_response()
+    })
+}
+
+/// The whole body, within the size limit and the body timeout.
+async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, (ErrorKind, String)> {
+    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Err(_) => Err((
+            ErrorKind::RequestTimeout,
+            format!("the body did not arrive within {:?}", limits.body_timeout),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err((
+            ErrorKind::BodyTooLarge,
+            format!("the body is larger than {} bytes", limits.max_body_bytes),
+        )),
+        Ok(Err(e)) => Err((
+            ErrorKind::MalformedJson,
+            format!("cannot read the body: {e}"),
+        )),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The texts of a request body, and whether it asked for one (`text`) or a list.
+fn parse(body: &[u8], max_texts: usize) -> Result<(Vec<String>, bool), (ErrorKind, String)> {
+    let request: ClassifyRequest = serde_json::from_slice(body).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Data => ErrorKind::InvalidRequest,
+            _ => ErrorKind::MalformedJson,
+        };
+        (kind, format!("the body: {e}"))
+    })?;
+    let (texts, single) = match (request.text, request.texts) {
+        (Some(text), None) => (vec![text], true),
+        (None, Some(texts)) if !texts.is_empty() => (texts, false),
+        (None, Some(_)) => return Err((ErrorKind::InvalidRequest, "`texts` is empty".into())),
+        _ => {
+            return Err((
+                ErrorKind::InvalidRequest,
+                "give either `text` (a string) or `texts` (a list of strings)".into(),
+            ))
+        }
+    };
+    if texts.len() > max_texts {
+        return Err((
+            ErrorKind::TooManyTexts,
+            format!("{} texts; at most {max_texts} per request", texts.len()),
+        ));
+    }
+    Ok((texts, single))
+}
+
+/// Cuts `text` to `max_chars` characters, keeping what the model's truncation keeps (the start;
+/// or the start and the end for head+tail); says whether it cut.
+fn cut_text(text: String, max_chars: usize, truncation: Truncation) -> (String, bool) {
+    let count = text.chars().count();
+    if count <= max_chars {
+        return (text, false);
+    }
+    let cut = match truncation {
+        Truncation::Tail => text.chars().take(max_chars).collect(),
+        Truncation::HeadTail => {
+            let head: String = text.chars().take(max_chars / 2).collect();
+            let tail: String = text
+                .chars()
+                .skip(count - (max_chars - max_chars / 2))
+                .collect();
+            format!("{head} {tail}")
+        }
+    };
+    (cut, true)
+}

@@ -1,0 +1,211 @@
+//! The pool with fake sandboxes (no wasmtime): turns, abandoned work, checked answers,
+//! replaced slots and readiness.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use feelings_core::{Labels, Prediction};
+
+use super::{AnswerCheck, Instance, Instances, JobError, Pool, PoolOptions};
+use crate::metrics::Metrics;
+use crate::SandboxError;
+
+/// A fake sandbox: `slow N` takes N ms; the first text `panic` panics, `short` answers too
+/// little, `nan` answers NaN; anything else is negative at 0.25.
+struct Fake;
+
+impl Instance for Fake {
+    fn classify(
+        &mut self,
+        texts: &[String],
+        _: Option<Duration>,
+    ) -> Result<Vec<Prediction>, SandboxError> {
+        let mut answers = Vec::new();
+        for text in texts {
+            if let Some(ms) = text.strip_prefix("slow ") {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+            }
+            answers.push(Prediction {
+                label: "negative".into(),
+                score: 0.25,
+                threshold: 0.5,
+                truncated: false,
+            });
+        }
+        match texts[0].as_str() {
+            "panic" => panic!("the host broke"),
+            "short" => {
+                answers.pop();
+            }
+            "nan" => answers[0].score = f32::NAN,
+            _ => {}
+        }
+        Ok(answers)
+    }
+}
+
+/// Makes fakes, or fails to while `broken` is set; counts what it made.
+#[derive(Default)]
+struct Factory {
+    broken: AtomicBool,
+    made: AtomicUsize,
+}
+
+impl Instances for Factory {
+    fn instance(&self) -> Result<Box<dyn Instance>, SandboxError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(SandboxError::Component(
+                "no memory left for a sandbox".into(),
+            ));
+        }
+        self.made.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(Fake))
+    }
+}
+
+fn pool(factory: &Arc<Factory>, instances: usize, max_batch: usize) -> Pool {
+    let check = AnswerCheck {
+        labels: Labels::default(),
+        threshold: 0.5,
+        probe: "a probe".into(),
+    };
+    let options = PoolOptions {
+        instances,
+        queue: 1000,
+        max_batch,
+    };
+    Pool::start(factory.clone(), &options, check, Arc::new(Metrics::new())).unwrap()
+}
+
+fn texts(text: &str, n: usize) -> Vec<String> {
+    vec![text.to_string(); n]
+}
+
+async fn ask(pool: &Pool, texts: Vec<String>) -> Result<Vec<Prediction>, JobError> {
+    pool.submit(texts, Duration::from_secs(30))
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_review_is_not_stuck_behind_big_requests() {
+    let factory = Arc::new(Factory::default());
+    let pool = Arc::new(pool(&factory, 2, 1));
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { ask(&pool, texts("slow 10", 64)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let started = Instant::now();
+    let single = ask(&pool, texts("slow 10", 1)).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(single.len(), 1);
+    // Taking turns: one review of each of the 5 requests on 2 sandboxes, about 30 ms; behind
+    // the four floods it would have waited 4 × 64 × 10 ms / 2 = 1.3 s.
+    assert!(took < Duration::from_millis(400), "waited {took:?}");
+    for flood in floods {
+        assert_eq!(flood.await.unwrap().unwrap().len(), 64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_work_of_a_request_nobody_waits_for_is_dropped() {
+    let factory = Arc::new(Factory::default());
+    let pool = pool(&factory, 1, 1);
+    let gone = pool
+        .submit(texts("slow 20", 100), Duration::from_secs(30))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(gone); // the client left
+    let started = Instant::now();
+    ask(&pool, texts("fine", 1)).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(200),
+        "waited {took:?} behind abandoned work"
+    );
+    assert_eq!(pool.shared.metrics.abandoned.get(), 1);
+
+    let expired = pool.submit(texts("slow 20", 100), Duration::from_millis(500));
+    assert!(
+        expired.is_err(),
+        "100 × 20 ms cannot be answered in 500 ms: turned away at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impossible_answers_fail_their_request_and_replace_the_sandbox() {
+    let factory = Arc::new(Factory::default());
+    let pool = pool(&factory, 1, 16);
+    let made = factory.made.load(Ordering::SeqCst);
+    for fault in ["short", "nan", "panic"] {
+        let answer = ask(&pool, vec![fault.into(), "fine".into(), "fine".into()]).await;
+        let message = answer.unwrap_err().to_string();
+        assert!(
+            message.contains("impossible") || message.contains("crashed"),
+            "{fault}: {message}"
+        );
+        assert_eq!(
+            ask(&pool, texts("fine", 3)).await.unwrap().len(),
+            3,
+            "after {fault}"
+        );
+    }
+    assert_eq!(
+        factory.made.load(Ordering::SeqCst),
+        made + 6,
+        "per fault, a fresh sandbox after the shared call and after the faulty review alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_batched_with_a_faulty_one_get_their_own_answers() {
+    let factory = Arc::new(Factory::default());
+    let pool = Arc::new(pool(&factory, 1, 16));
+    // Keep the sandbox busy so the next three wait together and share one call.
+    let busy = pool
+        .submit(texts("slow 100", 1), Duration::from_secs(30))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let bad = pool
+        .submit(texts("short", 1), Duration::from_secs(30))
+        .unwrap();
+    let good: Vec<_> = (0..2)
+        .map(|_| {
+            pool.submit(texts("fine", 2), Duration::from_secs(30))
+                .unwrap()
+        })
+        .collect();
+    busy.await.unwrap().unwrap();
+    assert!(bad.await.unwrap().is_err());
+    for answer in good {
+        assert_eq!(answer.await.unwrap().unwrap().len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_that_cannot_get_a_sandbox_is_not_ready_until_it_does() {
+    let factory = Arc::new(Factory::default());
+    let pool = pool(&factory, 2, 1);
+    assert!(pool.is_ready());
+    factory.broken.store(true, Ordering::SeqCst);
+    assert!(ask(&pool, texts("panic", 1)).await.is_err());
+    wait_until("not ready", || !pool.is_ready());
+    // The other slot keeps serving.
+    assert_eq!(ask(&pool, texts("fine", 4)).await.unwrap().len(), 4);
+    factory.broken.store(false, Ordering::SeqCst);
+    wait_until("ready again", || pool.is_ready());
+    assert_eq!(pool.shared.metrics.live_sandboxes.get(), 2);
+}
