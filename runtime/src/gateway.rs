@@ -11,7 +11,7 @@ use feelings_core::{Bundle, BundleError, Manifest};
 
 use crate::api::{Access, AppState, Limits};
 use crate::metrics::Metrics;
-use crate::pool::{AnswerCheck, Pool, PoolOptions};
+use crate::pool::{AnswerCheck, Pool, PoolOptions, ADMISSION_SHARE};
 use crate::{Preparation, SandboxError, SandboxOptions, Sandboxes};
 
 /// Everything the gateway needs besides its address.
@@ -114,9 +114,9 @@ pub fn check_limits(options: &GatewayOptions, review: Duration) -> Result<(), St
         )));
     }
     let largest = review * limits.max_texts as u32 / sandboxes;
-    if limits.timeout < largest {
+    if limits.timeout.mul_f64(ADMISSION_SHARE) < largest {
         return Err(StartError::Limits(format!(
-            "a request of --max-texts {} full-length reviews takes about {largest:.1?} on {sandboxes} sandboxes with nothing else to do ({review:.2?} a review, measured at start); --timeout {:?} could never answer it",
+            "a request of --max-texts {} full-length reviews takes about {largest:.1?} on {sandboxes} sandboxes with nothing else to do ({review:.2?} a review, measured at start); requests are admitted within two thirds of --timeout {:?}, so it would never be",
             limits.max_texts, limits.timeout
         )));
     }

@@ -24,5 +24,5 @@ pub use pool::{
     AnswerCheck, Instance, Instances, JobError, JobResult, Overloaded, Pool, PoolOptions,
 };
 pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes, EPOCH_TICK, MAX_WASM_STACK};
-pub use server::{listen, serve, ConnectionLimits};
+pub use server::{listen, reserve_descriptors, serve, ConnectionLimits};
 pub use snapshot::{preinitialise, Preparation};

@@ -36,9 +36,56 @@ impl Default for ConnectionLimits {
         Self {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
+}
+
+/// File descriptors kept for everything but client connections (the bundle, the cache, logs).
+const OTHER_FILES: u64 = 256;
+
+/// The connection cap when none is asked for, if the open-files limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Makes sure this process may open `wanted` client sockets besides its other files (by
+/// default [`DEFAULT_MAX_CONNECTIONS`], or fewer if the hard open-files limit is lower): raises
+/// the soft `RLIMIT_NOFILE` towards the hard one if needed. Returns the connection cap; an
+/// explicit `wanted` the hard limit cannot hold is an error.
+pub fn reserve_descriptors(wanted: Option<usize>) -> Result<usize, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limits into the struct it is given, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot read the open-files limit: {e}"));
+    }
+    let room = limit.rlim_max.saturating_sub(OTHER_FILES) as usize;
+    let connections = match wanted {
+        Some(n) if n > room => {
+            return Err(format!(
+                "--max-connections {n} needs {} open files and this process may open at most {} (ulimit -Hn): lower --max-connections or raise the limit",
+                n as u64 + OTHER_FILES,
+                limit.rlim_max
+            ))
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_CONNECTIONS.min(room).max(1),
+    };
+    let needed = connections as u64 + OTHER_FILES;
+    if limit.rlim_cur < needed {
+        limit.rlim_cur = needed.min(limit.rlim_max);
+        // SAFETY: setrlimit reads the struct it is given; raising the soft limit up to the
+        // hard one is allowed to every process.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!(
+                "cannot raise the open-files limit to {needed}: {e}"
+            ));
+        }
+    }
+    Ok(connections)
 }
 
 /// A listener on `addr` whose kernel queue holds `backlog` connections not yet accepted (capped

@@ -114,7 +114,7 @@ fn work_nobody_waits_for_is_dropped_and_the_next_request_is_served_at_once() {
 
 async fn work_nobody_waits_for_is_dropped_and_the_next_request_is_served_at_once_alone() {
     let limits = Limits {
-        timeout: Duration::from_millis(1200),
+        timeout: Duration::from_millis(1500),
         max_texts: 16,
         ..test_limits()
     };

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use axum::http::HeaderValue;
 use clap::Parser;
 use feelings_runtime::{
-    app, listen, serve, start, Access, ConnectionLimits, GatewayOptions, Limits, PoolOptions,
-    SandboxOptions,
+    app, listen, reserve_descriptors, serve, start, Access, ConnectionLimits, GatewayOptions,
+    Limits, PoolOptions, SandboxOptions,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -80,9 +80,11 @@ struct Args {
     /// Seconds a connection may stay open with no request in progress (HTTP/2 included).
     #[arg(long, default_value = "60", value_parser = seconds, allow_negative_numbers = true)]
     idle_timeout: Duration,
-    /// Most client connections open at once; beyond it new ones wait to be accepted.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_connections: u32,
+    /// Most client connections open at once; beyond it new ones wait to be accepted. The
+    /// open-files limit is raised to fit them (up to `ulimit -Hn`) [default: 4096, or what
+    /// the limit allows].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: Option<u32>,
     /// Memory cap of one sandbox, MiB (the loaded model included).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=4096))]
     memory_mib: u32,
@@ -223,6 +225,8 @@ async fn main() -> Result<()> {
     if let Some(out) = &args.write_component {
         return write_component(&args, out);
     }
+    let max_connections = reserve_descriptors(args.max_connections.map(|n| n as usize))
+        .map_err(anyhow::Error::msg)?;
     let options = gateway_options(&args)?;
     let (state, prepared) = tokio::task::spawn_blocking(move || start(&options)).await??;
     tracing::info!(
@@ -238,13 +242,13 @@ async fn main() -> Result<()> {
             args.addr
         );
     }
-    let listener = listen(args.addr, args.max_connections.max(1024))
+    let listener = listen(args.addr, max_connections as u32)
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let limits = ConnectionLimits {
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
-        max_connections: args.max_connections as usize,
+        max_connections,
     };
     let open = state.metrics.open_connections.clone();
     serve(listener, app(state), limits, open, shutdown_signal()).await;

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::SandboxError;
+pub use queue::ADMISSION_SHARE;
 use queue::{Price, Queue};
 use worker::Slot;
 
@@ -101,7 +102,7 @@ pub enum Overloaded {
         capacity: usize,
     },
     /// Taking turns with the requests already waiting, it would not be answered in time.
-    #[error("the sandboxes are busy: this request would take about {estimate:.1?}, its time is {allowed:.1?}")]
+    #[error("the sandboxes are busy: this request would take about {estimate:.1?} of its {allowed:.1?} (it is admitted within two thirds)")]
     TooSlow {
         /// When it would be answered, from now.
         estimate: Duration,

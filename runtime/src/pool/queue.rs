@@ -12,6 +12,12 @@ use tokio::sync::oneshot;
 
 use super::{JobError, JobResult, Overloaded};
 
+/// The share of a request's time its estimated answer may take for it to be admitted: the
+/// rest is left for the reviews of requests that arrive after it (they take turns with it)
+/// and for reviews slower than the estimate. Measured with the shipped model under a flood of
+/// 64-review requests: admitting up to the whole timeout, 5 of 7 admitted ones timed out.
+pub const ADMISSION_SHARE: f64 = 2.0 / 3.0;
+
 /// Which request a review belongs to.
 pub(crate) type JobId = u64;
 
@@ -90,7 +96,8 @@ impl Queue {
     }
 
     /// Admits `texts` if they fit in the queue and, taking turns with the requests already
-    /// admitted, can be answered before `expires`; otherwise says why not.
+    /// admitted, would be answered within [`ADMISSION_SHARE`] of the time until `expires`;
+    /// otherwise says why not.
     pub fn admit(
         &mut self,
         texts: Vec<String>,
@@ -110,7 +117,7 @@ impl Queue {
         }
         let estimate = self.finish_estimate(count, price);
         let allowed = expires.saturating_duration_since(Instant::now());
-        if estimate > allowed {
+        if estimate > allowed.mul_f64(ADMISSION_SHARE) {
             return Err(Overloaded::TooSlow { estimate, allowed });
         }
         let id = self.next_id;
