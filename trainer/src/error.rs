@@ -37,6 +37,9 @@ pub enum Error {
         /// What is wrong and how to proceed.
         message: String,
     },
+    /// An exported model does not compute what the model it came from does.
+    #[error("the exported model fails its check against candle: {0}")]
+    Check(#[from] crate::export::CheckFailure),
     /// A setting is out of range or contradicts another.
     #[error("invalid setting: {0}")]
     Setting(String),

@@ -16,8 +16,8 @@ use crate::onnx::{export, Precision};
 use crate::run_dir::{read_json, Best, EpochRecord, RunDir, BEST_FILE, CHECKPOINT_FILE, RUN_FILE};
 use crate::settings::RunInfo;
 
-/// Reviews the exported model is checked on against candle.
-const CHECK_REVIEWS: [&str; 4] = [
+/// Reviews the exported model is checked on against candle (see [`check_bundle`]).
+pub const CHECK_REVIEWS: [&str; 4] = [
     "It was really just ok. Meh.",
     "A wonderful, moving film with superb acting. I loved every minute of it.",
     "Dreadful. The plot makes no sense and the dialogue is painful; I walked out.",
@@ -160,17 +160,13 @@ pub fn export_bundle(
         sizes: Default::default(),
     };
     let bundle = Bundle::new(manifest, onnx, tokenizer);
-    let max_logit_difference = compare_with_candle(&model, &bundle)?;
-    let limit = match options.precision {
-        Precision::F32 => 1e-3,
-        Precision::Int8 => f32::INFINITY,
-    };
-    if max_logit_difference > limit {
-        return Err(Error::model(
+    let max_logit_difference = check_bundle(&model, &bundle).map_err(|e| match e {
+        Error::Check(failure) => Error::model(
             &checkpoint,
-            format!("the exported model disagrees with candle by {max_logit_difference} (more than {limit}): not written"),
-        ));
-    }
+            format!("the exported model fails its check against candle: {failure}; not written"),
+        ),
+        other => other,
+    })?;
     bundle.write_dir(out).map_err(|e| Error::io(out, e))?;
     Ok(Exported {
         bundle,
@@ -179,8 +175,160 @@ pub fn export_bundle(
     })
 }
 
-/// Runs the check reviews through candle and through tract; returns the largest logit gap.
-fn compare_with_candle(model: &Classifier, bundle: &Bundle) -> Result<f32> {
+/// The largest difference between a logit of candle and the same logit of the exported model
+/// (run by tract) that an export with weights of `precision` may show on [`CHECK_REVIEWS`].
+///
+/// f32 runs the same arithmetic in another order. Measured (max |logit difference|, candle
+/// against tract): tiny test models under 1e-7, MiniLM-L6 and -L3 fine-tuned for one step 3.1e-7 and
+/// 3.9e-7, MiniLM-L6 with trained weights (below) 1.7e-6 on the check reviews and 9.5e-6 on
+/// 200 IMDB test reviews at 256 tokens: 1e-3 leaves a margin of 100.
+///
+/// int8 rounds every weight matrix to 255 levels per output channel. Measured the same way:
+/// - tiny test models (4 data seeds and learning rates, logits up to 0.39): at most 1.5e-3,
+///   on the check reviews and on 40 more token sequences;
+/// - MiniLM-L6 and -L3 fine-tuned for one step (logits up to 0.31): at most 8.5e-3 and 5.6e-3
+///   on the check reviews, 7.7e-3 and 9.6e-3 on 200 IMDB test reviews;
+/// - MiniLM-L6 with the shipped model's trained weights (dequantised, plus uniform noise of
+///   half a quantisation step: f32 weights that round to the shipped int8 ones; logits up to
+///   ±3.2), three draws of the noise: 0.065, 0.020 and 0.0088 on the check reviews; for two of
+///   them 0.13 and 0.19 on 200 reviews (where 2 and 1 of the 200 decisions flip, all with
+///   margins under 0.4).
+///
+/// 0.5 is 2.6 times the largest of these and 7.7 times the largest on the check reviews, yet a
+/// fraction of what a broken export does to a trained model's logits (units: a wrong scale,
+/// sign or layout).
+pub fn logit_tolerance(precision: Precision) -> f32 {
+    match precision {
+        Precision::F32 => 1e-3,
+        Precision::Int8 => 0.5,
+    }
+}
+
+/// Why an exported model fails its check against the candle model it came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CheckFailure {
+    /// The two gave different numbers of results.
+    #[error("{exported} results from the exported model for {candle} reviews")]
+    Count {
+        /// Reviews candle classified.
+        candle: usize,
+        /// Results from the exported model.
+        exported: usize,
+    },
+    /// A logit is NaN or infinite: the weights are broken.
+    #[error("check review {review}: {engine} gives the logits {logits:?}: NaN or infinite logits mean broken weights")]
+    NotFinite {
+        /// The review's index in the checked batch.
+        review: usize,
+        /// `candle` or `the exported model`.
+        engine: &'static str,
+        /// The review's `[negative, positive]` logits.
+        logits: [f32; 2],
+    },
+    /// A logit moved further than the weights' precision allows.
+    #[error("check review {review}: logits {exported:?} against candle's {candle:?}, {difference:.3e} apart where {precision:?} weights allow {limit:.0e}")]
+    TooFar {
+        /// The review's index in the checked batch.
+        review: usize,
+        /// candle's logits.
+        candle: [f32; 2],
+        /// The exported model's logits.
+        exported: [f32; 2],
+        /// The largest difference of the two.
+        difference: f32,
+        /// [`logit_tolerance`] of the precision.
+        limit: f32,
+        /// The weights' precision.
+        precision: Precision,
+    },
+    /// A review is decided the other way at the bundle's threshold.
+    #[error("check review {review} is called {} (p(positive) {exported:.4}) where candle calls it {} ({candle:.4}) at the threshold {threshold}", decision(*.exported >= *.threshold), decision(*.candle >= *.threshold))]
+    Decision {
+        /// The review's index in the checked batch.
+        review: usize,
+        /// candle's probability of positive.
+        candle: f32,
+        /// The exported model's probability of positive.
+        exported: f32,
+        /// The bundle's threshold.
+        threshold: f32,
+    },
+}
+
+fn decision(positive: bool) -> &'static str {
+    if positive {
+        "positive"
+    } else {
+        "negative"
+    }
+}
+
+/// The probability of positive of `[negative, positive]` logits, as the inference core
+/// computes it.
+fn positive_probability([negative, positive]: [f32; 2]) -> f32 {
+    1.0 / (1.0 + (negative - positive).exp())
+}
+
+/// Checks the exported model's logits against candle's for the same reviews and returns their
+/// largest difference: every logit must be finite, within [`logit_tolerance`] of candle's, and
+/// each review called the same at `threshold`, except one that candle itself puts within the
+/// tolerance of the threshold (there rounding the weights may tip it either way).
+pub fn check_logits(
+    candle: &[[f32; 2]],
+    exported: &[[f32; 2]],
+    precision: Precision,
+    threshold: f32,
+) -> Result<f32, CheckFailure> {
+    if candle.len() != exported.len() {
+        return Err(CheckFailure::Count {
+            candle: candle.len(),
+            exported: exported.len(),
+        });
+    }
+    let limit = logit_tolerance(precision);
+    // The decision margin of the threshold in logit space (±infinity at 1 and 0).
+    let threshold_margin = (threshold / (1.0 - threshold)).ln();
+    let mut largest = 0f32;
+    for (review, (&c, &e)) in candle.iter().zip(exported).enumerate() {
+        for (engine, logits) in [("candle", c), ("the exported model", e)] {
+            if !logits.iter().all(|l| l.is_finite()) {
+                return Err(CheckFailure::NotFinite {
+                    review,
+                    engine,
+                    logits,
+                });
+            }
+        }
+        let difference = (c[0] - e[0]).abs().max((c[1] - e[1]).abs());
+        if difference > limit {
+            return Err(CheckFailure::TooFar {
+                review,
+                candle: c,
+                exported: e,
+                difference,
+                limit,
+                precision,
+            });
+        }
+        largest = largest.max(difference);
+        let (pc, pe) = (positive_probability(c), positive_probability(e));
+        let undecided = ((c[1] - c[0]) - threshold_margin).abs() <= limit;
+        if (pc >= threshold) != (pe >= threshold) && !undecided {
+            return Err(CheckFailure::Decision {
+                review,
+                candle: pc,
+                exported: pe,
+                threshold,
+            });
+        }
+    }
+    Ok(largest)
+}
+
+/// Runs [`CHECK_REVIEWS`] through `model` (candle) and through `bundle` (tract, as deployed)
+/// and [checks](check_logits) the bundle's logits at its own precision and threshold; returns
+/// the largest logit difference, or [`Error::Check`].
+pub fn check_bundle(model: &Classifier, bundle: &Bundle) -> Result<f32> {
     let core = Core::new(bundle).map_err(|e| Error::model(MANIFEST_FILE, e.to_string()))?;
     let encoder: &ReviewEncoder = core.encoder();
     let ids: Vec<Vec<u32>> = encoder
@@ -199,11 +347,20 @@ fn compare_with_candle(model: &Classifier, bundle: &Bundle) -> Result<f32> {
         encoder.pad_id(),
         &Device::Cpu,
     )?;
-    let candle = model.forward(&batch.input_ids, &batch.attention_mask, None)?;
-    let candle = candle.to_vec2::<f32>()?;
-    Ok(candle
-        .iter()
-        .zip(&tract)
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0.0, f32::max))
+    let candle: Vec<[f32; 2]> = model
+        .forward(&batch.input_ids, &batch.attention_mask, None)?
+        .to_vec2::<f32>()?
+        .into_iter()
+        .map(|row| [row[0], row[1]])
+        .collect();
+    let precision = match bundle.manifest.weights {
+        WeightFormat::F32 => Precision::F32,
+        WeightFormat::Int8 => Precision::Int8,
+    };
+    Ok(check_logits(
+        &candle,
+        &tract,
+        precision,
+        bundle.manifest.threshold,
+    )?)
 }

@@ -6,11 +6,15 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use feelings_core::{Bundle, BundleError, Classifier as Core, ClassifyError};
 use feelings_trainer::batch::make_batch;
-use feelings_trainer::export::{export_bundle, ExportOptions};
+use feelings_trainer::export::{
+    check_bundle, check_logits, export_bundle, logit_tolerance, CheckFailure, ExportOptions,
+    Exported,
+};
 use feelings_trainer::model::{Classifier, Head, ModelFiles};
 use feelings_trainer::onnx::Precision;
 use feelings_trainer::settings::TrainSettings;
 use feelings_trainer::train::{train, TrainOptions};
+use feelings_trainer::Error;
 use rand::{Rng, SeedableRng};
 
 use crate::fixtures::{onnxruntime_logits, reviews, tiny_bert, write_csv, TinyShape, WORDS};
@@ -68,6 +72,31 @@ fn candle_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Vec<Vec<f32>>
         );
     }
     out
+}
+
+/// The candle model of the checkpoint a bundle was exported from.
+fn checkpoint_model(exported: &Exported) -> Classifier {
+    let files = ModelFiles::locate(&exported.checkpoint).unwrap();
+    Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap()
+}
+
+/// `bundle` with `edit` applied to every initializer of its ONNX graph (and the manifest's
+/// checksums updated to vouch for the result).
+fn edited(bundle: &Bundle, edit: impl Fn(&mut tract_onnx::pb::TensorProto)) -> Bundle {
+    use prost::Message;
+    let mut proto = tract_onnx::pb::ModelProto::decode(&bundle.model[..]).unwrap();
+    proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .for_each(edit);
+    Bundle::new(
+        bundle.manifest.clone(),
+        proto.encode_to_vec(),
+        bundle.tokenizer.clone(),
+    )
 }
 
 fn max_gap(a: &[Vec<f32>], b: &[[f32; 2]]) -> f32 {
@@ -155,6 +184,336 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
         let gap = max_gap(&ort, &core8.logits(&ids).unwrap());
         assert!(gap < 1e-4, "int8: onnxruntime vs tract: {gap}");
     }
+}
+
+#[test]
+fn an_int8_export_is_checked_and_a_damaged_one_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let exported = export_bundle(
+        &run,
+        &dir.path().join("int8"),
+        false,
+        &export_options(Precision::Int8),
+    )
+    .unwrap();
+    let limit = logit_tolerance(Precision::Int8);
+    // Rounding to int8 shows in the logits, within the tolerance.
+    let gap = exported.max_logit_difference;
+    assert!(gap > 1e-5 && gap <= limit, "int8 gap {gap}");
+    let model = checkpoint_model(&exported);
+    assert_eq!(check_bundle(&model, &exported.bundle).unwrap(), gap);
+
+    // A quantizer that wrote each channel's largest |weight| as its scale, not that / 127.
+    let err = check_bundle(&model, &times_127(&exported.bundle)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Check(
+                CheckFailure::TooFar {
+                    precision: Precision::Int8,
+                    ..
+                } | CheckFailure::Decision { .. }
+            )
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("fails its check against candle"),
+        "{err}"
+    );
+}
+
+/// `bundle` with every int8 scale 127 times too large.
+fn times_127(bundle: &Bundle) -> Bundle {
+    edited(bundle, |t| {
+        if t.name.ends_with(".scale") {
+            t.raw_data = f32s(&t.raw_data)
+                .iter()
+                .flat_map(|s| (127.0 * s).to_le_bytes())
+                .collect();
+        }
+    })
+}
+
+fn f32s(raw: &[u8]) -> Vec<f32> {
+    raw.chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// The f32 matrix `int8` holds (candle's layout), each weight moved by up to half its
+/// quantisation step. The file holds `[rows, columns]` with one scale per row for the word
+/// embeddings, and the linear layers transposed with one scale per column (output).
+fn dequantised(
+    name: &str,
+    int8: &tract_onnx::pb::TensorProto,
+    scales: &[f32],
+    rng: &mut impl Rng,
+) -> (Vec<f32>, Vec<usize>) {
+    let (rows, columns) = (int8.dims[0] as usize, int8.dims[1] as usize);
+    let per_row = name == "embeddings.word_embeddings.weight";
+    let mut w = vec![0f32; rows * columns];
+    for r in 0..rows {
+        for c in 0..columns {
+            let s = scales[if per_row { r } else { c }];
+            let q = f32::from(int8.raw_data[r * columns + c] as i8);
+            let at = if per_row {
+                r * columns + c
+            } else {
+                c * rows + r
+            };
+            w[at] = (q + rng.random_range(-0.5..0.5)) * s;
+        }
+    }
+    let shape = if per_row {
+        vec![rows, columns]
+    } else {
+        vec![columns, rows]
+    };
+    (w, shape)
+}
+
+/// MiniLM-L6 with the trained weights of the shipped int8 model (`models/imdb-minilm`), as the
+/// f32 weights they were rounded from would be: each dequantised, plus uniform noise of half a
+/// quantisation step, written as a model folder in `dir`: the model loaded from it, and the
+/// shipped bundle.
+fn trained_minilm(dir: &Path) -> (Classifier, Bundle) {
+    use prost::Message;
+    let shipped =
+        Bundle::read_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/imdb-minilm"))
+            .unwrap();
+    let proto = tract_onnx::pb::ModelProto::decode(&shipped.model[..]).unwrap();
+    let initializers = &proto.graph.as_ref().unwrap().initializer;
+    let by_name = |name: &str| initializers.iter().find(|t| t.name == name).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut tensors = std::collections::HashMap::new();
+    let f32_type = tract_onnx::pb::tensor_proto::DataType::Float as i32;
+    for t in initializers {
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let (name, values, shape) = if let Some(base) = t.name.strip_suffix(".int8") {
+            let scales = f32s(&by_name(&format!("{base}.scale")).raw_data);
+            let (values, shape) = dequantised(base, t, &scales, &mut rng);
+            (base.to_string(), values, shape)
+        } else if t.name == "embeddings.token_type_0" {
+            let mut v = f32s(&t.raw_data);
+            let h = v.len();
+            v.resize(2 * h, 0.0);
+            (
+                "embeddings.token_type_embeddings.weight".into(),
+                v,
+                vec![2, h],
+            )
+        } else if t.data_type == f32_type
+            && !t.name.starts_with("const.")
+            && !t.name.ends_with(".scale")
+        {
+            (t.name.clone(), f32s(&t.raw_data), dims)
+        } else {
+            continue;
+        };
+        tensors.insert(
+            name,
+            candle_core::Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+        );
+    }
+    std::fs::copy(
+        crate::fixtures::minilm_l6().join("config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), &shipped.tokenizer).unwrap();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let files = ModelFiles::locate(dir).unwrap();
+    (
+        Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap(),
+        shipped,
+    )
+}
+
+#[test]
+fn trained_weights_pass_the_int8_check_and_fail_it_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, shipped) = trained_minilm(dir.path());
+    let onnx = feelings_trainer::onnx::export(&model, Precision::Int8, &[]).unwrap();
+    let bundle = Bundle::new(shipped.manifest.clone(), onnx, shipped.tokenizer.clone());
+    let gap = check_bundle(&model, &bundle).unwrap();
+    println!("trained MiniLM-L6, int8: largest logit difference on the check reviews {gap:.3e}");
+    assert!(
+        gap > 1e-4 && gap <= logit_tolerance(Precision::Int8),
+        "{gap}"
+    );
+    // The head's signs flipped: every review called the other way, logits units apart.
+    let flipped = edited(&bundle, |t| {
+        if t.name == "classifier.weight.int8" {
+            t.raw_data
+                .iter_mut()
+                .for_each(|b| *b = (*b as i8).wrapping_neg() as u8);
+        }
+    });
+    let err = check_bundle(&model, &flipped).unwrap_err();
+    assert!(
+        matches!(err, Error::Check(CheckFailure::TooFar { .. })),
+        "{err}"
+    );
+    let err = check_bundle(&model, &times_127(&bundle)).unwrap_err();
+    assert!(matches!(err, Error::Check(_)), "{err}");
+}
+
+#[test]
+fn nan_or_infinite_logits_fail_the_check() {
+    // Given directly, from either side.
+    let candle = [[0.5, -0.5], [-1.0, 1.0]];
+    for precision in [Precision::F32, Precision::Int8] {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err =
+                check_logits(&candle, &[[0.5, -0.5], [bad, 1.0]], precision, 0.5).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CheckFailure::NotFinite {
+                        review: 1,
+                        engine: "the exported model",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("NaN or infinite"), "{err}");
+            let err = check_logits(&[[bad, 0.0]], &[[0.0, 0.0]], precision, 0.5).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CheckFailure::NotFinite {
+                        engine: "candle",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nan_weights_in_a_bundle_or_a_checkpoint_fail_the_check() {
+    // A bundle whose head adds NaN, checked through tract.
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let exported = export_bundle(
+        &run,
+        &dir.path().join("f32"),
+        false,
+        &export_options(Precision::F32),
+    )
+    .unwrap();
+    let poisoned = edited(&exported.bundle, |t| {
+        if t.name == "classifier.bias" {
+            t.raw_data = [f32::NAN, 0.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+        }
+    });
+    let err = check_bundle(&checkpoint_model(&exported), &poisoned).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Check(CheckFailure::NotFinite {
+                engine: "the exported model",
+                ..
+            })
+        ),
+        "{err}"
+    );
+
+    // A checkpoint with a NaN weight is not exported.
+    let weights = exported.checkpoint.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    tensors.insert(
+        "classifier.bias".into(),
+        candle_core::Tensor::new(&[f32::NAN, 0.0], &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let out = dir.path().join("nan");
+    let err = export_bundle(&run, &out, false, &export_options(Precision::Int8))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("checkpoint-epoch-1")
+            && err.contains("NaN or infinite")
+            && err.contains("not written"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn the_check_wants_the_same_decisions_unless_candle_sits_on_the_threshold() {
+    let t = logit_tolerance(Precision::Int8);
+    // Every logit within the tolerance, yet called negative where candle is clearly positive.
+    let err = check_logits(
+        &[[0.0, 1.2 * t]],
+        &[[0.6 * t, 0.55 * t]],
+        Precision::Int8,
+        0.5,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, CheckFailure::Decision { review: 0, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("called negative"), "{err}");
+    // The same at another threshold: 0.9 is a logit margin of ln 9.
+    let m = 9f32.ln();
+    let err = check_logits(
+        &[[0.0, m + 1.2 * t]],
+        &[[0.6 * t, m + 0.55 * t]],
+        Precision::Int8,
+        0.9,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CheckFailure::Decision { .. }), "{err}");
+    // Candle within the tolerance of the threshold: either call is right.
+    let gap = check_logits(
+        &[[0.0, 0.5 * t]],
+        &[[0.3 * t, 0.2 * t]],
+        Precision::Int8,
+        0.5,
+    )
+    .unwrap();
+    assert!((gap - 0.3 * t).abs() < 1e-6, "{gap}");
+    // Beyond the tolerance, whatever the decisions.
+    let err = check_logits(
+        &[[3.0, 0.0]],
+        &[[3.0 + 1.01 * t, 0.0]],
+        Precision::Int8,
+        0.5,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CheckFailure::TooFar { .. }), "{err}");
+    let err = check_logits(&[[3.0, 0.0]], &[[3.0 + 2e-3, 0.0]], Precision::F32, 0.5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckFailure::TooFar {
+                precision: Precision::F32,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = check_logits(&[[0.0, 0.0]; 2], &[[0.0, 0.0]], Precision::F32, 0.5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckFailure::Count {
+                candle: 2,
+                exported: 1
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

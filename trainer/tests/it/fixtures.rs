@@ -15,20 +15,36 @@ pub fn write_csv(path: &Path, rows: &[(String, &str)]) {
     feelings_trainer::fixtures::write_csv(path, rows).unwrap();
 }
 
+/// Gives up a check whose tool is missing. With the environment variable `CI` set (to anything
+/// but nothing) that is a failure: on CI every check must run. Elsewhere the test goes on
+/// without it and says so on standard error, written past the test harness's capture (which
+/// takes only `print!` and `eprint!`), so the skip shows in a plain `cargo test`.
+pub fn missing_tool(what: &str, install: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what}, and CI is set: every check must run there; install it ({install})");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\nSKIPPED CHECK: {what} ({install}); with CI=1 this fails instead\n"
+    );
+}
+
 /// Logits from Python's onnxruntime for token sequences padded with `pad`, or None when it is
-/// not installed. Graph optimisation stays at the basic level: at `ORT_ENABLE_ALL` ONNX Runtime
-/// fuses `DequantizeLinear` + `MatMul` into integer arithmetic, which computes something else
-/// than the file says (0.015 apart on int8 logits).
+/// not installed (see [`missing_tool`]). Graph optimisation stays at the basic level: at
+/// `ORT_ENABLE_ALL` ONNX Runtime fuses `DequantizeLinear` + `MatMul` into integer arithmetic,
+/// which computes something else than the file says (0.015 apart on int8 logits).
 pub fn onnxruntime_logits(model: &Path, ids: &[Vec<u32>], pad: u32) -> Option<Vec<Vec<f32>>> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let probe = Command::new("python3")
+    let installed = Command::new("python3")
         .args(["-c", "import onnxruntime, numpy"])
         .output()
-        .ok()?;
-    if !probe.status.success() {
-        eprintln!(
-            "skipped: Python onnxruntime is not installed (python3 -m pip install onnxruntime)"
+        .is_ok_and(|probe| probe.status.success());
+    if !installed {
+        missing_tool(
+            "the ONNX Runtime parity check did not run: python3 with onnxruntime and numpy is missing",
+            "python3 -m pip install onnxruntime numpy",
         );
         return None;
     }
@@ -82,4 +98,43 @@ pub fn minilm_l6() -> PathBuf {
 /// The IMDB reviews shipped beside the project.
 pub fn imdb() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/imdb/imdb.csv.gz")
+}
+
+/// Set in the child process of the test below, which then only asks for ONNX Runtime's logits.
+const PROBE: &str = "FEELINGS_PROBE_MISSING_ONNXRUNTIME";
+
+#[test]
+fn a_missing_onnxruntime_fails_on_ci_and_shows_elsewhere() {
+    if std::env::var_os(PROBE).is_some() {
+        assert!(onnxruntime_logits(Path::new("model.onnx"), &[vec![2, 3]], 0).is_none());
+        return;
+    }
+    // This test binary again, running only this test, with no python3 on its PATH.
+    let no_tools = tempfile::tempdir().unwrap();
+    let probe = |ci: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "fixtures::a_missing_onnxruntime_fails_on_ci_and_shows_elsewhere",
+            ])
+            .env(PROBE, "1")
+            .env("PATH", no_tools.path())
+            .env("CI", ci)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let (passed, stdout, stderr) = probe("true");
+    assert!(
+        !passed && stdout.contains("CI is set") && stdout.contains("pip install onnxruntime"),
+        "with CI set a missing onnxruntime must fail:\n{stdout}\n{stderr}"
+    );
+    // Without CI the check is skipped, and says so even though the harness captures output.
+    let (passed, stdout, stderr) = probe("");
+    assert!(
+        passed && stderr.contains("SKIPPED CHECK") && stderr.contains("ONNX Runtime"),
+        "without CI a missing onnxruntime is a visible skip:\n{stdout}\n{stderr}"
+    );
 }

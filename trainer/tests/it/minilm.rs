@@ -6,7 +6,9 @@ use feelings_core::{ReviewEncoder, Truncation};
 use feelings_trainer::batch::make_batch;
 use feelings_trainer::bert::Bert;
 use feelings_trainer::data::{load_dataset, DataOptions};
+use feelings_trainer::export::check_logits;
 use feelings_trainer::model::{Classifier, Head, ModelFiles};
+use feelings_trainer::onnx::Precision;
 use feelings_trainer::settings::TrainSettings;
 use feelings_trainer::train::{train, TrainOptions};
 use feelings_trainer::weights::{VarLoader, WeightFile};
@@ -208,17 +210,18 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
         save_every: None,
     };
     train(settings, &dir.path().join("run"), false, &options).unwrap();
+    let export_options = feelings_trainer::export::ExportOptions {
+        epoch: None,
+        precision: Precision::F32,
+        threshold: 0.5,
+        name: None,
+        seq_len: None,
+    };
     let exported = feelings_trainer::export::export_bundle(
         &dir.path().join("run"),
         &dir.path().join("bundle"),
         false,
-        &feelings_trainer::export::ExportOptions {
-            epoch: None,
-            precision: feelings_trainer::onnx::Precision::F32,
-            threshold: 0.5,
-            name: None,
-            seq_len: None,
-        },
+        &export_options,
     )
     .unwrap();
     let core = feelings_core::Classifier::new(&exported.bundle).unwrap();
@@ -251,6 +254,7 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
     )
     .unwrap();
     let mut worst = 0f32;
+    let mut all_candle = Vec::new();
     for chunk in (0..ids.len()).collect::<Vec<_>>().chunks(16) {
         let batch = make_batch(&ids, &vec![0; ids.len()], chunk, 0, &Device::Cpu).unwrap();
         let candle = model
@@ -262,6 +266,7 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
             for k in 0..2 {
                 worst = worst.max((row[k] - tract[i][k]).abs());
             }
+            all_candle.push([row[0], row[1]]);
             let candle_positive = row[1] > row[0];
             let tract_positive = tract[i][1] > tract[i][0];
             assert_eq!(
@@ -279,4 +284,25 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
             .fold(0f32, f32::max);
         assert!(gap <= 1e-4, "onnxruntime vs tract: {gap}");
     }
+
+    // int8, as the web ships it: the exporter's own check holds on all 200 reviews.
+    let exported8 = feelings_trainer::export::export_bundle(
+        &dir.path().join("run"),
+        &dir.path().join("bundle-int8"),
+        false,
+        &feelings_trainer::export::ExportOptions {
+            precision: Precision::Int8,
+            ..export_options
+        },
+    )
+    .unwrap();
+    let tract8 = feelings_core::Classifier::new(&exported8.bundle)
+        .unwrap()
+        .logits(&ids)
+        .unwrap();
+    let gap = check_logits(&all_candle, &tract8, Precision::Int8, 0.5).unwrap();
+    println!(
+        "int8: largest logit difference {:.3e} on the check reviews, {gap:.3e} on 200 reviews",
+        exported8.max_logit_difference
+    );
 }

@@ -11,6 +11,7 @@ use feelings_trainer::model::ModelFiles;
 use feelings_trainer::{bench, device};
 use serde_json::json;
 
+use crate::values::{self, MAX_BENCH_COUNT};
 use crate::{set_threads, HardwareArgs};
 
 #[derive(Args)]
@@ -26,22 +27,24 @@ pub struct BenchArgs {
     #[arg(long)]
     bundle: Option<PathBuf>,
     /// Sequence lengths of the training steps, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "128,256")]
+    #[arg(long, value_delimiter = ',', default_value = "128,256",
+          value_parser = values::positive_count)]
     seq: Vec<usize>,
-    /// Reviews per training step.
-    #[arg(long, default_value_t = 16)]
+    /// Reviews per training step, 1 to 100000.
+    #[arg(long, default_value_t = 16, value_parser = values::count_in(1, MAX_BENCH_COUNT))]
     batch_size: usize,
-    /// Batch sizes of the inference calls, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    /// Batch sizes of the inference calls, comma-separated, each 1 to 100000.
+    #[arg(long, value_delimiter = ',', default_value = "1,16",
+          value_parser = values::count_in(1, MAX_BENCH_COUNT))]
     infer_batch: Vec<usize>,
-    /// Timed training steps per sequence length (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    /// Timed training steps per sequence length (the median is reported), 1 to 100000.
+    #[arg(long, default_value_t = 5, value_parser = values::count_in(1, MAX_BENCH_COUNT))]
     steps: usize,
-    /// Timed inference calls per batch size.
-    #[arg(long, default_value_t = 20)]
+    /// Timed inference calls per batch size, 1 to 100000.
+    #[arg(long, default_value_t = 20, value_parser = values::count_in(1, MAX_BENCH_COUNT))]
     runs: usize,
-    /// Untimed steps or calls first.
-    #[arg(long, default_value_t = 1)]
+    /// Untimed steps or calls first, 0 to 100000.
+    #[arg(long, default_value_t = 1, value_parser = values::count_in(0, MAX_BENCH_COUNT))]
     warmup: usize,
     /// Folder of the peer benchmark scripts; ONNX Runtime is run on the bundle's model.onnx in
     /// the same invocation when given.

@@ -13,6 +13,7 @@ use feelings_trainer::evaluation::{
 use feelings_trainer::metrics::{Metrics, COLUMNS_HEADER};
 use feelings_trainer::report::evaluation_html;
 
+use crate::values;
 use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};
 
 #[derive(Args)]
@@ -35,17 +36,19 @@ pub struct EvaluateArgs {
     #[arg(long, value_enum, default_value = "test")]
     subset: SubsetArg,
     /// Evaluate at most this many reviews of the subset (a fixed sample for a given seed).
-    #[arg(long)]
+    #[arg(long, value_parser = values::positive_count)]
     max: Option<usize>,
-    /// Call a review positive from this probability on [default: the model's own, 0.5 for a run].
-    #[arg(long, conflicts_with = "tune_threshold")]
+    /// Call a review positive from this probability (0 to 1) on [default: the model's own, 0.5
+    /// for a run].
+    #[arg(long, conflicts_with = "tune_threshold", value_parser = values::probability)]
     threshold: Option<f64>,
     /// Also report the threshold maximising Youden's J (recall - false positive rate) on the
     /// validation subset, and what it does to precision and recall.
     #[arg(long)]
     tune_threshold: bool,
-    /// Evaluate the checkpoint of this epoch instead of the best one (runs only).
-    #[arg(long)]
+    /// Evaluate the checkpoint of this epoch (numbered from 1) instead of the best one (runs
+    /// only).
+    #[arg(long, value_parser = values::positive_count)]
     checkpoint: Option<usize>,
     /// Where to write the HTML report [default: report.html in the run or bundle folder].
     #[arg(long)]
@@ -58,7 +61,7 @@ pub struct EvaluateArgs {
     #[arg(long, conflicts_with = "threshold")]
     record: bool,
     /// Reviews per model call (runs only).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = values::positive_count)]
     batch_size: usize,
     #[command(flatten)]
     hardware: HardwareArgs,
@@ -82,12 +85,6 @@ pub struct CompareArgs {
 
 pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     set_threads(args.hardware.threads);
-    if let Some(t) = args.threshold {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&t),
-            "--threshold must be in [0, 1], not {t}"
-        );
-    }
     let options = EvaluateOptions {
         data: args.data.clone().map(|path| DataChoice {
             path,
@@ -104,7 +101,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         tune_threshold: args.tune_threshold,
         checkpoint: args.checkpoint,
         device: device::parse_device(&args.hardware.device)?,
-        batch_size: args.batch_size.max(1),
+        batch_size: args.batch_size,
         progress: std::io::stderr().is_terminal(),
     };
     let evaluation = evaluate_source(&args.source, &options)?;

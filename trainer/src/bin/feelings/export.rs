@@ -7,6 +7,8 @@ use clap::{Args, ValueEnum};
 use feelings_trainer::export::{export_bundle, ExportOptions};
 use feelings_trainer::onnx::Precision;
 
+use crate::values;
+
 #[derive(Args)]
 pub struct ExportArgs {
     /// A run folder (its best checkpoint is exported) or one of its checkpoint-epoch-N folders.
@@ -14,20 +16,21 @@ pub struct ExportArgs {
     /// The bundle folder to write.
     #[arg(long)]
     out: PathBuf,
-    /// Export this epoch instead of the best one.
-    #[arg(long)]
+    /// Export this epoch (numbered from 1) instead of the best one.
+    #[arg(long, value_parser = values::positive_count)]
     epoch: Option<usize>,
     /// Weight storage: f32 as trained, or int8 (a quarter of the size, for the web).
     #[arg(long, value_enum, default_value = "f32")]
     quantize: QuantizeArg,
-    /// Probability of positive from which a review is called positive.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
+    /// Probability of positive, from 0 to 1, from which a review is called positive.
+    #[arg(long, default_value_t = 0.5, value_parser = values::probability)]
+    threshold: f64,
     /// The model's name in the manifest [default: the output folder's name].
     #[arg(long)]
     name: Option<String>,
-    /// Tokens the deployed model reads [default: the training sequence length].
-    #[arg(long)]
+    /// Tokens the deployed model reads, at most the model's max_position_embeddings [default:
+    /// the training sequence length].
+    #[arg(long, value_parser = values::positive_count)]
     seq_len: Option<usize>,
     /// Replace a bundle already in --out.
     #[arg(long)]
@@ -41,16 +44,13 @@ enum QuantizeArg {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.threshold) {
-        anyhow::bail!("--threshold must be between 0 and 1");
-    }
     let options = ExportOptions {
         epoch: args.epoch,
         precision: match args.quantize {
             QuantizeArg::F32 => Precision::F32,
             QuantizeArg::Int8 => Precision::Int8,
         },
-        threshold: args.threshold,
+        threshold: args.threshold as f32,
         name: args.name,
         seq_len: args.seq_len,
     };

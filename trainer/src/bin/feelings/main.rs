@@ -6,9 +6,11 @@ mod export;
 mod predict;
 mod tokens;
 mod train;
+mod values;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use feelings_trainer::data::DataOptions;
 use feelings_trainer::split::SplitOptions;
 
@@ -72,11 +74,12 @@ pub struct SplitArgs {
     /// Use this column's train/validation/test values instead of a random 80/10/10 split.
     #[arg(long)]
     pub split_column: Option<String>,
-    /// Share of the data (or of `train`, with --split-column) held out for validation.
-    #[arg(long, default_value_t = 0.1)]
+    /// Share of the data (or of `train`, with --split-column) held out for validation, from 0
+    /// up to 1; with the test share it must leave reviews to train on.
+    #[arg(long, default_value_t = 0.1, value_parser = values::fraction)]
     pub val_fraction: f64,
-    /// Share of the data held out for the final test (random split only).
-    #[arg(long, default_value_t = 0.1)]
+    /// Share of the data held out for the final test (random split only), from 0 up to 1.
+    #[arg(long, default_value_t = 0.1, value_parser = values::fraction)]
     pub test_fraction: f64,
 }
 
@@ -121,19 +124,20 @@ impl DataArgs {
     }
 }
 
+/// Where to compute.
 #[derive(Args)]
 pub struct HardwareArgs {
     /// `cpu`, or `cuda:N` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// CPU threads [default: all cores].
-    #[arg(long)]
+    /// CPU threads, 1 to 1024 [default: all cores].
+    #[arg(long, value_parser = values::threads)]
     pub threads: Option<usize>,
 }
 
 fn main() -> Result<()> {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -153,11 +157,29 @@ fn main() -> Result<()> {
     }
 }
 
-/// Sets the CPU thread count for candle's and tract's kernels before any of them starts.
+/// Parses the command line, exiting with clap's usage error on anything it refuses, including
+/// checks that span several options (`train --resume` with settings of its own).
+fn parse_command_line() -> Cli {
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    if let Some(("train", train_matches)) = matches.subcommand() {
+        let train_command = command
+            .find_subcommand_mut("train")
+            .expect("train is a subcommand");
+        if let Err(message) = train::refuse_settings_on_resume(train_command, train_matches) {
+            train_command
+                .error(ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+    }
+    cli
+}
+
+/// Sets the CPU thread count for candle's and tract's kernels before any of them starts: `threads`,
+/// or one per core.
 pub fn set_threads(threads: Option<usize>) -> usize {
-    let n = threads
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Safe: called first thing, before any other thread exists.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     feelings_core::set_inference_threads(n);

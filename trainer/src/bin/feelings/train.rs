@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Command};
 use feelings_core::Truncation;
 use feelings_trainer::device;
 use feelings_trainer::optim::AdamWConfig;
@@ -13,6 +14,7 @@ use feelings_trainer::run_dir::{Monitor, RunDir};
 use feelings_trainer::settings::{RunInfo, TrainSettings};
 use feelings_trainer::train::{resume, train, TrainOptions};
 
+use crate::values;
 use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};
 
 #[derive(Args)]
@@ -31,38 +33,41 @@ pub struct TrainArgs {
     #[command(flatten)]
     split: SplitArgs,
     /// Train on at most this many reviews (a random sample), for quick runs.
-    #[arg(long)]
+    #[arg(long, value_parser = values::positive_count)]
     max_train: Option<usize>,
     /// Validate and test on at most this many reviews each.
-    #[arg(long)]
+    #[arg(long, value_parser = values::positive_count)]
     max_eval: Option<usize>,
-    /// Tokens per review fed to the model, [CLS] and [SEP] included.
-    #[arg(long, default_value_t = 256)]
+    /// Tokens per review fed to the model, [CLS] and [SEP] included (at most the model's
+    /// max_position_embeddings).
+    #[arg(long, default_value_t = 256, value_parser = values::positive_count)]
     seq_len: usize,
     /// What to keep of a longer review: `tail` keeps the beginning, `head+tail` the first
     /// quarter and the last three quarters of the budget.
     #[arg(long = "truncate", default_value = "tail")]
     truncation: Truncation,
     /// Reviews per training step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = values::positive_count)]
     batch_size: usize,
-    /// Passes over the training data.
-    #[arg(long, default_value_t = 2)]
+    /// Passes over the training data, 1 to 10000.
+    #[arg(long, default_value_t = 2, value_parser = values::epochs)]
     epochs: usize,
-    /// Peak learning rate of AdamW.
-    #[arg(long, default_value_t = 2e-5)]
+    /// Peak learning rate of AdamW (above 0).
+    #[arg(long, default_value_t = 2e-5, value_parser = values::positive_real)]
     lr: f64,
-    /// Decoupled weight decay (biases and layer norms are exempt).
-    #[arg(long, default_value_t = 0.01)]
+    /// Decoupled weight decay, 0 or more (biases and layer norms are exempt).
+    #[arg(long, default_value_t = 0.01, value_parser = values::non_negative_real)]
     weight_decay: f64,
-    /// Share of all steps spent warming the learning rate up (then linear decay to 0).
-    #[arg(long, default_value_t = 0.1)]
+    /// Share of all steps spent warming the learning rate up (then linear decay to 0), from 0
+    /// up to 1.
+    #[arg(long, default_value_t = 0.1, value_parser = values::fraction)]
     warmup: f64,
-    /// Clip gradients to this global L2 norm.
-    #[arg(long, default_value_t = 1.0)]
+    /// Clip gradients to this global L2 norm (above 0).
+    #[arg(long, default_value_t = 1.0, value_parser = values::positive_real)]
     max_grad_norm: f64,
-    /// Stop when the validation metric has not improved for this many epochs.
-    #[arg(long, default_value_t = 1)]
+    /// Stop when the validation metric has not improved for this many epochs (1 or more).
+    #[arg(long, default_value_t = 1, value_parser = values::positive_count,
+          conflicts_with = "no_early_stopping")]
     patience: usize,
     /// Never stop early.
     #[arg(long)]
@@ -74,24 +79,24 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Replace a previous run in the output folder.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     overwrite: bool,
-    /// Continue the run in this folder from its last complete epoch, with its own settings.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = [
-        "data", "model", "out", "split_column", "max_train", "max_eval", "seq_len", "truncation",
-        "batch_size", "epochs", "lr", "weight_decay", "warmup", "max_grad_norm", "patience",
-        "no_early_stopping", "seed", "strict"])]
+    /// Continue the run in this folder from its last complete epoch (or saved partial epoch)
+    /// with the settings of its run.json. Only options that say how, not what, to train may
+    /// come with it: --stop-after, --stop-after-steps, --save-minutes, --device and
+    /// --threads; any other option given is refused.
+    #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Stop after this many epochs in this invocation; continue later with --resume.
-    #[arg(long)]
+    #[arg(long, value_parser = values::positive_count)]
     stop_after: Option<usize>,
     /// Stop after this many optimiser steps in this invocation, saving the epoch in progress;
     /// continue later with --resume.
-    #[arg(long)]
+    #[arg(long, value_parser = values::positive_count)]
     stop_after_steps: Option<usize>,
-    /// Save the epoch in progress every this many minutes, so a kill (or Ctrl-C) loses at most
-    /// that much work; 0 saves only complete epochs.
-    #[arg(long, default_value_t = 10.0, value_parser = minutes)]
+    /// Save the epoch in progress every this many minutes (at most 10080, a week), so a kill
+    /// (or Ctrl-C) loses at most that much work; 0 saves only complete epochs.
+    #[arg(long, default_value_t = 10.0, value_parser = values::save_minutes)]
     save_minutes: f64,
     #[command(flatten)]
     hardware: HardwareArgs,
@@ -103,7 +108,51 @@ enum MonitorArg {
     Accuracy,
 }
 
-/// Where to compute.
+/// The arguments of `feelings train` that may come with `--resume`: they say how, not what, to
+/// train (the fields of [`TrainOptions`]), so the resumed run stays the run its run.json
+/// describes.
+const ALLOWED_WITH_RESUME: [&str; 6] = [
+    "resume",
+    "stop_after",
+    "stop_after_steps",
+    "save_minutes",
+    "device",
+    "threads",
+];
+
+/// With `--resume`, refuses every option given on the command line (not merely defaulted) that
+/// would change the run, naming them all.
+pub fn refuse_settings_on_resume(
+    command: &Command,
+    matches: &ArgMatches,
+) -> std::result::Result<(), String> {
+    let Some(dir) = matches.get_one::<PathBuf>("resume") else {
+        return Ok(());
+    };
+    let given: Vec<String> = command
+        .get_arguments()
+        .filter(|arg| !ALLOWED_WITH_RESUME.contains(&arg.get_id().as_str()))
+        .filter(|arg| {
+            matches!(matches.value_source(arg.get_id().as_str()),
+                     Some(source) if source != ValueSource::DefaultValue)
+        })
+        .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
+        .collect();
+    match given.as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!(
+            "--resume continues {} with its own settings; {one} was given: drop it",
+            dir.display()
+        )),
+        many => Err(format!(
+            "--resume continues {} with its own settings; {} were given: drop them",
+            dir.display(),
+            many.join(", ")
+        )),
+    }
+}
+
+/// `feelings train`: a new run, or the resumption of one.
 pub fn run(args: TrainArgs) -> Result<()> {
     let threads = set_threads(args.hardware.threads);
     let options = TrainOptions {
@@ -112,6 +161,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
         stop_after: args.stop_after,
         stop_after_steps: args.stop_after_steps,
+        // At most a week (checked when parsed): far from Duration's limit.
         save_every: (args.save_minutes > 0.0)
             .then(|| Duration::from_secs_f64(60.0 * args.save_minutes)),
     };
@@ -137,7 +187,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ..AdamWConfig::default()
         };
         settings.warmup_fraction = args.warmup;
-        settings.patience = (!args.no_early_stopping).then_some(args.patience.max(1));
+        settings.patience = (!args.no_early_stopping).then_some(args.patience);
         settings.monitor = match args.monitor {
             MonitorArg::Loss => Monitor::Loss,
             MonitorArg::Accuracy => Monitor::Accuracy,
@@ -146,14 +196,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (train(settings, &out, args.overwrite, &options)?, out)
     };
     print_summary(&info, &out)
-}
-
-/// A non-negative number of minutes.
-fn minutes(text: &str) -> std::result::Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
-        _ => Err(format!("'{text}' is not a number of minutes (0 or more)")),
-    }
 }
 
 fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
