@@ -25,7 +25,8 @@ pub struct ConnectionLimits {
     /// connections left idle that long.
     pub header_timeout: Duration,
     /// A connection with no request in progress for this long is closed (HTTP/2 included,
-    /// and an HTTP/2 client that never completes a request).
+    /// and an HTTP/2 client that never completes a request); one asked to close (idle, or the
+    /// server stopping) gets this long again to finish, then is dropped.
     pub idle_timeout: Duration,
     /// The most connections open at once; beyond it new ones wait to be accepted.
     pub max_connections: usize,
@@ -195,6 +196,10 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut closing = false;
+        // Once asked to close, a connection gets one more idle timeout to finish its requests
+        // and write its answers (a client that stops reading never lets hyper finish).
+        let grace = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(grace);
         loop {
             tokio::select! {
                 ended = connection.as_mut() => {
@@ -203,12 +208,18 @@ impl Connection {
                     }
                     break;
                 }
+                () = &mut grace, if closing => {
+                    tracing::debug!("connection dropped: it did not finish within the grace time");
+                    break;
+                }
                 () = activity.idle_for(self.idle_timeout), if !closing => {
                     closing = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
                     connection.as_mut().graceful_shutdown();
                 }
                 _ = self.stopping.changed(), if !closing => {
                     closing = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
                     connection.as_mut().graceful_shutdown();
                 }
             }
@@ -248,7 +259,7 @@ impl Activity {
             } else if idle.elapsed() >= timeout {
                 return;
             } else {
-                timeout - idle.elapsed()
+                timeout.saturating_sub(idle.elapsed())
             };
             tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
         }

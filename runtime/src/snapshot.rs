@@ -173,10 +173,22 @@ fn store_artifact(file: &Path, component: &Component) -> Result<(), SandboxError
     let write = WRITES.fetch_add(1, Ordering::Relaxed);
     let partial = |path: &Path| path.with_extension(format!("tmp{}-{write}", std::process::id()));
     let sums = checksum_file(file);
-    std::fs::write(partial(&sums), hex(&Sha256::digest(&bytes))).map_err(cache_error)?;
-    std::fs::write(partial(file), &bytes).map_err(cache_error)?;
+    write_private(&partial(&sums), hex(&Sha256::digest(&bytes)).as_bytes()).map_err(cache_error)?;
+    write_private(&partial(file), &bytes).map_err(cache_error)?;
     std::fs::rename(partial(&sums), &sums).map_err(cache_error)?;
     std::fs::rename(partial(file), file).map_err(cache_error)
+}
+
+/// Writes a new file readable and writable by this user only, whatever the umask.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 /// The classifier component `wasm` with `bundle` loaded and warmed up inside it, as a new

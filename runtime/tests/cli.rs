@@ -58,6 +58,7 @@ fn numeric_flags_are_checked_before_anything_starts() {
         ("--timeout", "inf"),
         ("--timeout", "nan"),
         ("--timeout", "0"),
+        ("--idle-timeout", "1e-12"),
         ("--deadline", "1e300"),
         ("--body-timeout", "soon"),
         ("--header-timeout", "-0.5"),

@@ -33,8 +33,10 @@ fn a_new_cache_folder_is_private_and_a_second_start_reads_it() {
     let cache = root.path().join("deep/cache");
     let made = prepare(&cache).unwrap();
     assert!(!made.from_cache);
-    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700, "{mode:o}");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache), 0o700, "{:o}", mode(&cache));
+    let file = made.cache_file.unwrap();
+    assert_eq!(mode(&file), 0o600, "whatever the umask: {:o}", mode(&file));
     assert!(prepare(&cache).unwrap().from_cache);
 }
 

@@ -102,14 +102,14 @@ struct Args {
     write_component: Option<PathBuf>,
 }
 
-/// A number of seconds: finite, more than zero, at most a day.
+/// A number of seconds: finite, at least a millisecond, at most a day.
 fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+    if !(value.is_finite() && (0.001..=86_400.0).contains(&value)) {
         return Err(format!(
-            "{text} seconds: give more than 0 and at most 86400 (a day)"
+            "{text} seconds: give at least 0.001 and at most 86400 (a day)"
         ));
     }
     Ok(Duration::from_secs_f64(value))

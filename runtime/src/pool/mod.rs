@@ -220,7 +220,11 @@ impl Pool {
             sandboxes: self.shared.live.len(),
         };
         let mut queue = self.shared.queue();
-        let admitted = queue.admit(texts, reply, Instant::now() + timeout, price);
+        let now = Instant::now();
+        let expires = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        let admitted = queue.admit(texts, reply, expires, price);
         self.shared.metrics.queue_depth.set(queue.waiting() as i64);
         drop(queue);
         match admitted {

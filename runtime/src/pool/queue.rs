@@ -109,6 +109,10 @@ impl Queue {
         if self.closed {
             return Err(Overloaded::Stopping);
         }
+        if count == 0 {
+            let _ = reply.send(Ok(Vec::new()));
+            return Ok(());
+        }
         if self.waiting + count > self.capacity {
             return Err(Overloaded::Full {
                 waiting: self.waiting,
@@ -141,7 +145,12 @@ impl Queue {
     /// When a request of `count` reviews would be answered, taking turns: each request already
     /// admitted runs at most `count` more reviews before it.
     fn finish_estimate(&self, count: usize, price: Price) -> Duration {
-        let ahead: usize = self.jobs.values().map(|j| j.waiting().min(count)).sum();
+        let ahead: usize = self
+            .jobs
+            .values()
+            .filter(|j| !j.reply.is_closed())
+            .map(|j| j.waiting().min(count))
+            .sum();
         let reviews = (ahead + count) as u32;
         price.review * reviews / price.sandboxes.max(1) as u32
     }
@@ -319,6 +328,15 @@ mod tests {
         );
         assert!(matches!(late.try_recv(), Ok(Err(JobError::Expired))));
         assert_eq!(queue.waiting(), 0);
+    }
+
+    #[test]
+    fn a_request_of_no_texts_is_answered_at_once() {
+        let mut queue = Queue::new(10);
+        let mut answer = admit(&mut queue, Vec::new()).unwrap();
+        assert!(answer.try_recv().unwrap().unwrap().is_empty());
+        assert_eq!(queue.waiting(), 0);
+        assert!(queue.take(10, Instant::now()).0.is_empty());
     }
 
     #[test]
