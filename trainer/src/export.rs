@@ -7,7 +7,7 @@ use candle_core::Device;
 use feelings_core::manifest::{
     Manifest, TrainingSummary, WeightFormat, FORMAT_VERSION, MANIFEST_FILE,
 };
-use feelings_core::{Bundle, Classifier as Core, ReviewEncoder};
+use feelings_core::{positive_probability, Bundle, Classifier as Core, ReviewEncoder};
 
 use crate::batch::make_batch;
 use crate::error::{Error, Result};
@@ -261,12 +261,6 @@ fn decision(positive: bool) -> &'static str {
     } else {
         "negative"
     }
-}
-
-/// The probability of positive of `[negative, positive]` logits, as the inference core
-/// computes it.
-fn positive_probability([negative, positive]: [f32; 2]) -> f32 {
-    1.0 / (1.0 + (negative - positive).exp())
 }
 
 /// Checks the exported model's logits against candle's for the same reviews and returns their

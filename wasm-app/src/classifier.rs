@@ -150,12 +150,13 @@ impl Classifier {
             .collect())
     }
 
-    /// The probability of the positive class for each token sequence, in order.
+    /// The probability of the positive class for each token sequence, in order (see
+    /// [`positive_probability`]).
     pub fn positive_probabilities(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>, ClassifyError> {
         let logits = self.logits(ids)?;
         Ok(logits
             .iter()
-            .map(|[neg, pos]| 1.0 / (1.0 + (neg - pos).exp()))
+            .map(|&logits| positive_probability(logits))
             .collect())
     }
 
@@ -298,4 +299,10 @@ fn full_length(model: &TypedModel, max_seq_len: usize) -> TractResult<TypedModel
     let tokens = model.symbols.sym(TOKENS);
     let length = TDim::Val(max_seq_len as i64);
     model.set_symbols(&std::collections::HashMap::from([(tokens, length)]))
+}
+
+/// The probability of the positive class from `[negative, positive]` logits (the softmax of
+/// two classes), as every runtime and the exporter's check compute it.
+pub fn positive_probability([negative, positive]: [f32; 2]) -> f32 {
+    1.0 / (1.0 + (negative - positive).exp())
 }

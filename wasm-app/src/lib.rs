@@ -21,7 +21,7 @@ mod web;
 pub use bundle::{Bundle, BundleError};
 #[cfg(not(target_family = "wasm"))]
 pub use classifier::set_inference_threads;
-pub use classifier::{Classifier, ClassifyError};
+pub use classifier::{positive_probability, Classifier, ClassifyError};
 pub use encode::{clean_review, EncodeError, EncodedReview, ReviewEncoder, Truncation};
 pub use labels::Labels;
 pub use manifest::{Manifest, Prediction};

@@ -248,11 +248,6 @@ impl Pool {
     pub fn review_cost(&self) -> Duration {
         self.shared.review_cost()
     }
-
-    /// How many sandbox slots there are.
-    pub fn slots(&self) -> usize {
-        self.shared.live.len()
-    }
 }
 
 impl Drop for Pool {
