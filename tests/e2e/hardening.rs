@@ -98,8 +98,10 @@ async fn impossible_guest_answers_are_sandbox_failures_and_the_sandbox_is_replac
         }
     }
     let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
+    // Per fault: one fresh sandbox after the single review; two after the batch (the shared
+    // call, then the faulty review alone).
     assert!(
-        metrics.contains("feelings_sandbox_traps_total"),
+        metrics.contains("feelings_sandbox_traps_total 9"),
         "{metrics}"
     );
 }
