@@ -18,9 +18,8 @@ if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WASM_BINDGEN_V
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
-# SIMD128 selects tract's wasm kernels (3.6x faster); the getrandom backend is the browser's.
-CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"' \
-  cargo build --release -p feelings-wasm-app --lib --target wasm32-unknown-unknown
+source web/wasm-env.sh
+cargo build --release -p feelings-core --lib --target wasm32-unknown-unknown
 # Function names only help stack traces of panics (which reach the page as messages anyway):
 # dropping them takes 10 % off the download.
 wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
@@ -28,8 +27,7 @@ wasm-bindgen --target web --no-typescript --remove-name-section --remove-produce
   "$target_dir/wasm32-unknown-unknown/release/feelings_core.wasm"
 
 # The server build, and the misbehaving guest the gateway's fault tests run.
-CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS='-C target-feature=+simd128' \
-  cargo build --release -p feelings-wasm-app -p feelings-fault-guest --lib --target wasm32-wasip2
+cargo build --release -p feelings-core -p feelings-fault-guest --lib --target wasm32-wasip2
 
 (cd web && npm ci --no-audit --no-fund --silent)
 

@@ -5,9 +5,11 @@
 //! [`Sandboxes`] pre-initialise the component with a bundle and make instances; a [`Pool`]
 //! runs a fixed number of them behind a fair queue that admits requests by cost; [`app`] is
 //! the HTTP API over a pool; [`start`] builds all of it from a bundle folder and a component
-//! file; [`serve`] puts the API on a socket with bounded connections.
+//! file; [`serve`] puts the API on a socket with bounded connections. [`time_guest`] times a
+//! sandbox against the native core (`feelings-guest-bench`, run by `feelings bench --wasm`).
 
 mod api;
+mod bench;
 mod error;
 mod gateway;
 mod metrics;
@@ -17,6 +19,7 @@ mod server;
 mod snapshot;
 
 pub use api::{app, Access, ApiDoc, AppState, Classified, Limits};
+pub use bench::{time_guest, GuestTimings};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
 pub use gateway::{check_limits, start, GatewayOptions, StartError};
 pub use metrics::Metrics;

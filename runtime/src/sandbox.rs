@@ -15,7 +15,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::pool::{Instance, Instances};
 use crate::snapshot::{self, Preparation};
 
-wasmtime::component::bindgen!({ world: "classifier", path: "../wasm-app/wit" });
+/// The host side of `wasm-app/wit/feelings.wit`, generated: `component::Classifier` is the
+/// component's exports as wasmtime calls them.
+pub(crate) mod component {
+    wasmtime::component::bindgen!({ world: "classifier", path: "../wasm-app/wit" });
+}
 
 /// How often the engine's epoch advances: the granularity of the deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -149,7 +153,7 @@ impl Default for SandboxOptions {
 /// The pre-initialised component for one bundle, ready to instantiate.
 pub struct Sandboxes {
     engine: Engine,
-    pre: ClassifierPre<Guest>,
+    pre: component::ClassifierPre<Guest>,
     options: SandboxOptions,
     ticking: Arc<AtomicBool>,
 }
@@ -171,7 +175,7 @@ impl Sandboxes {
             &manifest_json,
             options.cache_dir.as_deref(),
         )?;
-        let pre = ClassifierPre::new(
+        let pre = component::ClassifierPre::new(
             linker(&engine)?
                 .instantiate_pre(&component)
                 .map_err(component_error)?,
@@ -232,14 +236,14 @@ fn deadline_ticks(deadline: Duration) -> u64 {
 /// One instance of the classifier with a bundle loaded.
 pub struct Sandbox {
     store: Store<Guest>,
-    bindings: Classifier,
+    bindings: component::Classifier,
     deadline: Duration,
 }
 
 impl Sandbox {
     /// Loads another bundle into this instance (parsing and optimising its ONNX inside the
     /// guest: what a snapshot saves every new instance from); returns how long it took.
-    pub fn load(&mut self, bundle: &Bundle) -> Result<Duration, SandboxError> {
+    pub(crate) fn load(&mut self, bundle: &Bundle) -> Result<Duration, SandboxError> {
         let started = Instant::now();
         let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
         self.store.set_epoch_deadline(deadline_ticks(self.deadline));
@@ -277,12 +281,7 @@ impl Sandbox {
             .map_err(SandboxError::Refused)?;
         Ok(predictions
             .into_iter()
-            .map(|p| Prediction {
-                label: p.label,
-                score: p.score,
-                threshold: p.threshold,
-                truncated: p.truncated,
-            })
+            .map(|p| feelings_core::prediction_as!(Prediction, p))
             .collect())
     }
 

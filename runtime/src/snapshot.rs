@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
-use crate::sandbox::{component_error, engine, guest_store, linker, trap, Classifier, Guest};
+use crate::sandbox::{component, component_error, engine, guest_store, linker, trap, Guest};
 use crate::SandboxError;
 
 /// Where the ready-to-run component came from, and what it cost.
@@ -216,7 +216,7 @@ fn snapshot(
     let instance = linker(engine)?
         .instantiate(&mut store, &component)
         .map_err(trap)?;
-    let bindings = Classifier::new(&mut store, &instance).map_err(component_error)?;
+    let bindings = component::Classifier::new(&mut store, &instance).map_err(component_error)?;
     bindings
         .feelings_classifier_classify()
         .call_load(&mut store, manifest_json, &bundle.model, &bundle.tokenizer)

@@ -42,10 +42,30 @@ fn tiny_bundle() -> &'static Path {
     })
 }
 
+/// The target folder the tests are built in.
+fn target_dir() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap()
+}
+
+/// A workspace binary as `cargo test --workspace` builds it (`feelings`, `feelings-serve`, ...).
+fn debug_binary(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: cargo build --workspace",
+        path.display()
+    );
+    path
+}
+
+/// Where `web/build.sh` puts the server build.
+fn component_path() -> PathBuf {
+    target_dir().join("wasm32-wasip2/release/feelings_core.wasm")
+}
+
 /// The server build made by `web/build.sh`.
 fn component() -> Vec<u8> {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let path = target.join("wasm32-wasip2/release/feelings_core.wasm");
+    let path = component_path();
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}: run `bash web/build.sh` first", path.display()))
 }

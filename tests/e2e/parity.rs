@@ -5,15 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
-use feelings_core::{Bundle, Classifier};
+use feelings_core::{Bundle, TractClassifier};
 use feelings_runtime::{SandboxOptions, Sandboxes};
 use feelings_trainer::data::{load_dataset, DataOptions, Example};
-use feelings_trainer::export::{export_bundle, ExportOptions};
-use feelings_trainer::fixtures::write_csv;
-use feelings_trainer::onnx::Precision;
-use feelings_trainer::settings::TrainSettings;
-use feelings_trainer::train::{train, TrainOptions};
+use feelings_trainer::export::onnx::Precision;
+use feelings_trainer::export::ExportOptions;
+use feelings_trainer::fixtures::{quiet_cpu, train_and_export, write_csv};
+use feelings_trainer::train::settings::TrainSettings;
 
 use crate::{component, node_test, root};
 
@@ -45,23 +43,13 @@ fn real_bundle(dir: &Path) -> PathBuf {
     settings.seq_len = 64;
     settings.split.val_fraction = 1.0 / 6.0;
     settings.split.test_fraction = 1.0 / 6.0;
-    let options = TrainOptions {
-        device: Device::Cpu,
-        threads: 2,
-        progress: false,
-        stop_after: None,
-        stop_after_steps: None,
-        save_every: None,
-    };
-    train(settings, &dir.join("run"), false, &options).unwrap();
     let export = ExportOptions {
-        epoch: None,
         precision: Precision::Int8,
-        threshold: 0.5,
         name: Some("parity".into()),
         seq_len: Some(256),
+        ..ExportOptions::default()
     };
-    export_bundle(&dir.join("run"), &dir.join("bundle"), false, &export).unwrap();
+    train_and_export(settings, dir, &quiet_cpu(), &export).unwrap();
     dir.join("bundle")
 }
 
@@ -80,7 +68,7 @@ fn native_wasmtime_and_chromium_agree_on_50_real_reviews() {
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
 
-    let native = Classifier::new(&bundle).unwrap();
+    let native = TractClassifier::new(&bundle).unwrap();
     let started = Instant::now();
     let expected = native.classify_batch(&refs).unwrap();
     let native_ms = started.elapsed().as_secs_f64() * 1e3 / texts.len() as f64;

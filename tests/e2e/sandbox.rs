@@ -1,15 +1,16 @@
 //! The classifier component in wasmtime against the native inference core.
 
-use feelings_core::{Bundle, Classifier, Prediction};
+use feelings_core::{Bundle, Prediction, TractClassifier};
 use feelings_runtime::{SandboxOptions, Sandboxes};
-use feelings_trainer::fixtures::reviews;
+use feelings_trainer::fixtures::{reviews, write_csv};
+use serde_json::Value;
 
-use crate::{component, tiny_bundle};
+use crate::{component, component_path, debug_binary, tiny_bundle};
 
 #[test]
 fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile_text() {
     let bundle = Bundle::read_dir(tiny_bundle()).unwrap();
-    let native = Classifier::new(&bundle).unwrap();
+    let native = TractClassifier::new(&bundle).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let options = SandboxOptions {
         cache_dir: Some(cache.path().to_path_buf()),
@@ -104,4 +105,83 @@ fn gateways_starting_together_on_a_cold_cache_make_the_snapshot_once() {
             .collect()
     });
     assert_eq!(made.iter().filter(|&&m| m).count(), 1, "{made:?}");
+}
+
+#[test]
+fn feelings_bench_times_the_guest_against_native_with_the_runtimes_benchmark() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reviews long enough to fill the tiny bundle's 24 tokens, as the benchmark needs.
+    let rows: Vec<(String, &str)> = reviews(12, 3)
+        .into_iter()
+        .map(|(text, label)| (format!("{text}{}", " and very great".repeat(8)), label))
+        .collect();
+    let data = dir.path().join("long.csv");
+    write_csv(&data, &rows).unwrap();
+    let bench = |extra: &[&str]| {
+        std::process::Command::new(debug_binary("feelings"))
+            .arg("bench")
+            .arg("--data")
+            .arg(&data)
+            .arg("--bundle")
+            .arg(tiny_bundle())
+            .arg("--wasm")
+            .arg(component_path())
+            .arg("--wasm-cache")
+            .arg(dir.path().join("cache"))
+            .args([
+                "--infer-batch",
+                "1,2",
+                "--runs",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guest: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|row| row["what"] == "infer_wasm")
+        .collect();
+    assert_eq!(guest.len(), 2, "{stdout}");
+    for (row, batch) in guest.iter().zip([1, 2]) {
+        assert_eq!(
+            (row["batch"].as_u64(), row["seq"].as_u64()),
+            (Some(batch), Some(24))
+        );
+        let (ours, native) = (
+            row["ours_ms"].as_f64().unwrap(),
+            row["peer_ms"].as_f64().unwrap(),
+        );
+        assert!(ours > 0.0 && native > 0.0, "{row}");
+        assert!(
+            (row["ratio"].as_f64().unwrap() - ours / native).abs() < 1e-9,
+            "{row}"
+        );
+        assert!(row["instantiate_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["max_score_difference"].as_f64().unwrap() <= 1e-4,
+            "{row}"
+        );
+        assert_eq!(row["peer"], "tract native");
+    }
+
+    let missing = dir.path().join("no-such-bench");
+    let out = bench(&["--guest-bench", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no-such-bench") && stderr.contains("was not found"),
+        "{stderr}"
+    );
 }

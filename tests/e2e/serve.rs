@@ -8,18 +8,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::tiny_bundle;
+use crate::{debug_binary, tiny_bundle};
 
-/// The binary `cargo test --workspace` builds (the runtime crate has integration tests).
+/// The gateway binary.
 fn binary() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let path = target.join("debug/feelings-serve");
-    assert!(
-        path.is_file(),
-        "{} is missing: cargo build -p feelings-runtime",
-        path.display()
-    );
-    path
+    debug_binary("feelings-serve")
 }
 
 struct Server {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use feelings_core::{Bundle, Classifier};
+use feelings_core::{Bundle, TractClassifier};
 use feelings_trainer::fixtures;
 
 use crate::node_test;
@@ -23,7 +23,7 @@ fn the_page_in_chromium_classifies_as_the_native_core_does() {
     let _alone = crate::alone();
     let dir = tempfile::tempdir().unwrap();
     let bundle = tiny_bundle(dir.path());
-    let core = Classifier::new(&Bundle::read_dir(&bundle).unwrap()).unwrap();
+    let core = TractClassifier::new(&Bundle::read_dir(&bundle).unwrap()).unwrap();
     let texts = [
         "the movie was great and very wonderful",
         "the plot was awful and very boring",

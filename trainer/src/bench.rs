@@ -1,32 +1,39 @@
-//! Timing fine-tuning steps on real reviews: the numbers behind "seconds per step".
+//! Timing fine-tuning steps and inference on real reviews against the peers (PyTorch, ONNX
+//! Runtime, and the wasmtime guest through the runtime's `feelings-guest-bench`): the numbers
+//! behind "seconds per step" and "ms per review".
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use candle_core::Device;
-use feelings_core::{ReviewEncoder, Truncation};
+use feelings_core::{ReviewEncoder, TractClassifier, Truncation};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
+use serde_json::{json, Value};
 
-use crate::batch::make_batch;
+use crate::data::batch::make_batch;
+use crate::data::encode::{encode_chunks, ENCODE_CHUNK};
 use crate::error::{Error, Result};
-use crate::model::{Classifier, Head, ModelFiles};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::model::{CandleClassifier, Head, ModelFiles};
+use crate::train::optim::{AdamW, AdamWConfig};
 
 /// The first `needed` of `texts` that fill the encoder's sequence length, as token ids, with
 /// their positions in `texts`: batches of them are exactly `batch x seq_len`, as the peers pad to.
-pub(crate) fn full_length(
+fn full_length(
     encoder: &ReviewEncoder,
     texts: &[&str],
     needed: usize,
 ) -> Result<(Vec<Vec<u32>>, Vec<usize>)> {
     let seq_len = encoder.seq_len();
     let (mut ids, mut picked) = (Vec::with_capacity(needed), Vec::with_capacity(needed));
-    for (c, chunk) in texts.chunks(256).enumerate() {
-        for (k, encoded) in encoder.encode_batch(chunk)?.into_iter().enumerate() {
+    for (c, chunk) in encode_chunks(encoder, texts).enumerate() {
+        for (k, encoded) in chunk?.into_iter().enumerate() {
             if encoded.ids.len() == seq_len && ids.len() < needed {
                 ids.push(encoded.ids);
-                picked.push(c * 256 + k);
+                picked.push(c * ENCODE_CHUNK + k);
             }
         }
         if ids.len() == needed {
@@ -62,7 +69,7 @@ pub struct StepTiming {
     pub all_steps_s: Vec<f64>,
 }
 
-pub(crate) fn median(values: &[f64]) -> f64 {
+fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -91,7 +98,7 @@ pub fn time_train_steps(
     let strings: Vec<&str> = texts.iter().map(|t| t.0).collect();
     let (ids, picked) = full_length(&encoder, &strings, needed)?;
     let labels: Vec<u32> = picked.iter().map(|&i| texts[i].1).collect();
-    let model = Classifier::load(files, device, Head::Fresh { seed: 0 })?;
+    let model = CandleClassifier::load(files, device, Head::Fresh { seed: 0 })?;
     let mut optimizer = AdamW::new(model.varmap(), AdamWConfig::default())?;
     let mut rng = SmallRng::seed_from_u64(0);
     let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);
@@ -163,7 +170,7 @@ pub struct InferTiming {
 /// reach `seq_len` tokens (so, as for the ONNX Runtime peer, every call is exactly
 /// `batch_size x seq_len`); only the model call is timed, not tokenisation.
 pub fn time_inference(
-    core: &feelings_core::Classifier,
+    core: &TractClassifier,
     texts: &[&str],
     batch_size: usize,
     warmup: usize,
@@ -197,26 +204,9 @@ pub fn time_inference(
 }
 
 /// Runs one peer script from the peers folder with `args`; returns the JSON line it prints.
-pub fn run_peer(
-    python: &str,
-    peers: &std::path::Path,
-    script: &str,
-    args: &[String],
-) -> Result<serde_json::Value> {
+pub fn run_peer(python: &str, peers: &Path, script: &str, args: &[String]) -> Result<Value> {
     let script = peers.join(script);
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .map_err(|e| Error::io(&script, e))?;
-    if !out.status.success() {
-        return Err(Error::Setting(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_captured(Command::new(python).arg(&script).args(args), b"", &script)?;
     let line = stdout
         .lines()
         .rev()
@@ -224,4 +214,130 @@ pub fn run_peer(
         .unwrap_or("");
     serde_json::from_str(line.trim())
         .map_err(|e| Error::Setting(format!("{}: not one JSON line: {e}", script.display())))
+}
+
+/// The runtime's guest benchmark, `feelings-guest-bench`: `explicit` when given, else the one
+/// built next to this executable (`cargo build -p feelings-runtime` puts them side by side),
+/// else whatever `PATH` finds.
+pub fn guest_bench_program(explicit: Option<&Path>) -> PathBuf {
+    const NAME: &str = "feelings-guest-bench";
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(NAME)))
+        .filter(|sibling| sibling.is_file())
+        .unwrap_or_else(|| PathBuf::from(NAME))
+}
+
+/// What `feelings bench --wasm` asks of the guest benchmark.
+pub struct GuestBench<'a> {
+    /// `feelings-guest-bench` ([`guest_bench_program`]).
+    pub program: &'a Path,
+    /// The classifier component (the server build).
+    pub component: &'a Path,
+    /// The bundle folder.
+    pub bundle: &'a Path,
+    /// Where the compiled, pre-initialised component is cached between runs.
+    pub cache: &'a Path,
+    /// Reviews per call, one row each.
+    pub batches: &'a [usize],
+    /// Untimed calls first.
+    pub warmup: usize,
+    /// Timed calls per batch size.
+    pub runs: usize,
+    /// Threads of the native core.
+    pub threads: usize,
+}
+
+/// Runs the guest benchmark on the first of `texts` that reach the bundle's sequence length
+/// (the reviews [`time_inference`] takes) and summarises each batch size as an `infer_wasm`
+/// row: medians of the guest's and the native core's calls (interleaved in one process), their
+/// ratio, instantiation, a fresh sandbox's first call, a guest-side load, the largest score
+/// difference and how the component was prepared.
+pub fn time_guest(
+    bench: &GuestBench,
+    core: &TractClassifier,
+    texts: &[&str],
+) -> Result<Vec<Value>> {
+    let largest = bench.batches.iter().copied().max().unwrap_or(1);
+    let (_, picked) = full_length(core.encoder(), texts, largest * (bench.warmup + bench.runs))?;
+    let picked: Vec<&str> = picked.iter().map(|&i| texts[i]).collect();
+    let batches: Vec<String> = bench.batches.iter().map(usize::to_string).collect();
+    let stdout = run_captured(
+        Command::new(bench.program)
+            .arg("--component")
+            .arg(bench.component)
+            .arg("--bundle")
+            .arg(bench.bundle)
+            .arg("--cache")
+            .arg(bench.cache)
+            .args(["--batch", &batches.join(",")])
+            .args(["--warmup", &bench.warmup.to_string()])
+            .args(["--runs", &bench.runs.to_string()])
+            .args(["--threads", &bench.threads.to_string()]),
+        &serde_json::to_vec(&picked).map_err(|e| Error::Setting(e.to_string()))?,
+        bench.program,
+    )
+    .map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::Setting(format!(
+                "{} was not found: build it with `cargo build --release -p feelings-runtime` (it lands next to `feelings`) or name it with --guest-bench",
+                bench.program.display()
+            ))
+        }
+        other => other,
+    })?;
+    let failed = |m: String| Error::Setting(format!("{}: {m}", bench.program.display()));
+    let mut rows = Vec::with_capacity(bench.batches.len());
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let raw: Value = serde_json::from_str(line).map_err(|e| failed(format!("{e}: {line}")))?;
+        let median_of = |field: &str| -> Result<f64> {
+            let values = raw[field]
+                .as_array()
+                .ok_or_else(|| failed(format!("no {field} in {line}")))?;
+            Ok(median(
+                &values.iter().filter_map(Value::as_f64).collect::<Vec<_>>(),
+            ))
+        };
+        let (guest_ms, native_ms) = (median_of("guest_ms")?, median_of("native_ms")?);
+        rows.push(json!({"what": "infer_wasm", "seq": raw["seq"], "batch": raw["batch"],
+            "ours_ms": guest_ms, "peer": "tract native", "peer_ms": native_ms,
+            "ratio": guest_ms / native_ms, "instantiate_ms": median_of("instantiate_ms")?,
+            "max_score_difference": raw["max_score_difference"], "fresh_call_ms": raw["fresh_call_ms"],
+            "guest_load_ms": raw["guest_load_ms"], "prepare_s": raw["prepare_s"],
+            "prepared_from_cache": raw["prepared_from_cache"]}));
+    }
+    if rows.len() != bench.batches.len() {
+        return Err(failed(format!(
+            "{} rows for {} batch sizes",
+            rows.len(),
+            bench.batches.len()
+        )));
+    }
+    Ok(rows)
+}
+
+/// Runs `command` with `input` on its stdin; returns its stdout, or an error naming `what`
+/// (the script or program) with its stderr.
+fn run_captured(command: &mut Command, input: &[u8], what: &Path) -> Result<String> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(what, e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).map_err(|e| Error::io(what, e))?;
+    }
+    let out = child.wait_with_output().map_err(|e| Error::io(what, e))?;
+    if !out.status.success() {
+        return Err(Error::Setting(format!(
+            "{} failed: {}",
+            what.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

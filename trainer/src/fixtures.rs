@@ -10,6 +10,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::export::{export_bundle, ExportOptions, Exported};
+use crate::train::settings::TrainSettings;
+use crate::train::{train, TrainOptions};
 
 /// Words the tiny tokenizer knows, after the four special tokens.
 pub const WORDS: [&str; 16] = [
@@ -217,30 +220,41 @@ pub fn tiny_bundle(
     dir: &Path,
     count: usize,
     seed: u64,
-    tune: impl FnOnce(&mut crate::settings::TrainSettings),
+    tune: impl FnOnce(&mut TrainSettings),
 ) -> crate::Result<PathBuf> {
-    use crate::export::{export_bundle, ExportOptions};
     let model = tiny_bert(&dir.join("model"), &TinyShape::default())?;
     let data = dir.join("data.csv");
     write_csv(&data, &reviews(count, seed)).map_err(|e| Error::io(&data, e))?;
-    let mut settings = crate::settings::TrainSettings::new(data, model);
+    let mut settings = TrainSettings::new(data, model);
     tune(&mut settings);
-    let options = crate::train::TrainOptions {
-        device: Device::Cpu,
+    let options = TrainOptions {
         threads: 1,
+        ..quiet_cpu()
+    };
+    train_and_export(settings, dir, &options, &ExportOptions::default())?;
+    Ok(dir.join("bundle"))
+}
+
+/// Training options for tests: the CPU, 2 threads (as recorded in run.json), no progress bars,
+/// nothing stopped or saved early.
+pub fn quiet_cpu() -> TrainOptions {
+    TrainOptions {
+        device: Device::Cpu,
+        threads: 2,
         progress: false,
         stop_after: None,
         stop_after_steps: None,
         save_every: None,
-    };
-    crate::train::train(settings, &dir.join("run"), false, &options)?;
-    let export = ExportOptions {
-        epoch: None,
-        precision: crate::onnx::Precision::F32,
-        threshold: 0.5,
-        name: None,
-        seq_len: None,
-    };
-    export_bundle(&dir.join("run"), &dir.join("bundle"), false, &export)?;
-    Ok(dir.join("bundle"))
+    }
+}
+
+/// Trains a new run in `dir/run` and exports its best checkpoint to `dir/bundle`.
+pub fn train_and_export(
+    settings: TrainSettings,
+    dir: &Path,
+    options: &TrainOptions,
+    export: &ExportOptions,
+) -> crate::Result<Exported> {
+    train(settings, &dir.join("run"), false, options)?;
+    export_bundle(&dir.join("run"), &dir.join("bundle"), false, export)
 }

@@ -1,41 +1,36 @@
-//! Fine-tuning BERT to tell positive from negative movie reviews, with candle.
+//! Fine-tuning BERT to tell positive from negative movie reviews, with candle: the library
+//! behind the `feelings` command (whose subcommands, in `src/bin/feelings/`, are thin shells
+//! over it).
 //!
-//! The pieces, in the order a run uses them: [`data`] reads labelled reviews, [`split`] divides
-//! them, `feelings_core::ReviewEncoder` tokenizes them, [`model`] holds the classifier (a
-//! trainable [`bert`] encoder plus a dense head), [`train`] runs epochs of [`optim`] steps over
-//! length-bucketed [`batch`]es and writes checkpoints and [`metrics`] into a [`run_dir`].
+//! One folder per stage, in the order a run goes through them:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`data`] | reading labelled reviews, splitting them, tokenising in chunks, length reports, batches |
+//! | [`model`] | the candle classifier: BERT encoder, fused CPU kernels, drop-out, checkpoint weights, head |
+//! | [`train`] | the training loop, AdamW and its schedule, the run folder, settings, partial epochs |
+//! | [`evaluate`] | scoring a checkpoint or bundle, metrics, curves, the HTML report and SVG charts, comparing runs |
+//! | [`export`] | the ONNX writer and the deployable bundle, checked against candle |
+//! | [`predict`] | classifying a file of reviews with the deployed inference core |
+//! | [`bench`] | timing training steps and inference against the peers |
+//!
+//! Shared by all of them: [`error`], [`device`] (CPU or CUDA) and [`progress`] (bars).
+//! The inference core (`feelings_core`, folder `wasm-app/`) holds what training and every
+//! deployment must agree on: tokenisation, labels, the bundle manifest, the decision rule.
 
-pub mod batch;
 pub mod bench;
-#[cfg(feature = "sandbox")]
-pub mod bench_guest;
-pub mod bert;
-pub mod compare;
-pub mod curves;
 pub mod data;
 pub mod device;
-pub mod dropout;
 pub mod error;
 pub mod evaluate;
-pub mod evaluation;
 pub mod export;
+/// Tiny random-weight checkpoints and review sets for tests (the `test-support` feature).
+#[cfg(feature = "test-support")]
 pub mod fixtures;
-pub mod fused;
-pub mod metrics;
 pub mod model;
-pub mod onnx;
-pub mod optim;
-pub mod partial;
 pub mod predict;
 pub mod progress;
-pub mod report;
-pub mod run_dir;
-pub mod settings;
-pub mod split;
-pub mod svg;
-pub mod tokens;
 pub mod train;
-pub mod weights;
 
 pub use error::{Error, Result};
 

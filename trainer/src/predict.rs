@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use feelings_core::Classifier;
+use feelings_core::TractClassifier;
 
 use crate::data::open_maybe_gzip;
 use crate::error::{Error, Result};
@@ -29,7 +29,7 @@ pub struct FileSummary {
 /// positive class), to `output`. If `label_column` names a column, predictions are compared
 /// with it. `progress` is called with the rows done so far.
 pub fn predict_csv(
-    classifier: &Classifier,
+    classifier: &TractClassifier,
     input: &Path,
     output: &mut dyn Write,
     text_column: &str,

@@ -41,7 +41,7 @@ pub fn set_inference_threads(threads: usize) {
 
 /// A loaded, optimised classifier; cheap to share between threads (`Clone` shares the plans).
 #[derive(Clone)]
-pub struct Classifier {
+pub struct TractClassifier {
     manifest: Manifest,
     encoder: ReviewEncoder,
     /// The model optimised for one review of any length up to the model's.
@@ -51,7 +51,7 @@ pub struct Classifier {
     full_length_plan: Arc<TypedRunnableModel>,
 }
 
-impl Classifier {
+impl TractClassifier {
     /// Builds a classifier from a checked bundle: tokenizer with the training-time truncation,
     /// and the ONNX graph optimised by tract for one review of any length up to the model's.
     ///

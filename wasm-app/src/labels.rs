@@ -2,6 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The decision rule, written once for training metrics, evaluation, the exporter's check and
+/// every deployment: a review is positive when its probability of positive reaches the
+/// threshold (a probability exactly at the threshold is positive).
+pub fn is_positive(positive_probability: f32, threshold: f64) -> bool {
+    f64::from(positive_probability) >= threshold
+}
+
 /// The names of the two classes, as they appear in the training data.
 ///
 /// Class index 1 is `positive`, class index 0 is `negative`: the model's second logit (or its
@@ -24,9 +31,12 @@ impl Labels {
         }
     }
 
-    /// The label of a probability of the positive class, at `threshold`.
+    /// The label of a probability of the positive class, at `threshold` ([`is_positive`]).
     pub fn decide(&self, positive_probability: f32, threshold: f32) -> &str {
-        self.name(u32::from(positive_probability >= threshold))
+        self.name(u32::from(is_positive(
+            positive_probability,
+            f64::from(threshold),
+        )))
     }
 }
 

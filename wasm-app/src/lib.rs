@@ -3,7 +3,7 @@
 //! Everything that must behave the same in training and in every deployment lives here, once:
 //! how a review is cleaned and cut to the model's sequence length ([`ReviewEncoder`],
 //! [`Truncation`]), what the two classes are called ([`Labels`]), what a model bundle holds
-//! ([`Manifest`]) and what a prediction looks like ([`Prediction`]). [`Classifier`] loads a
+//! ([`Manifest`]) and what a prediction looks like ([`Prediction`]). [`TractClassifier`] loads a
 //! bundle from bytes (no filesystem needed) and runs it with tract, natively and in
 //! WebAssembly alike. The trainer depends on this crate, so what a model was trained on is
 //! exactly what it is later asked about.
@@ -21,7 +21,7 @@ mod web;
 pub use bundle::{Bundle, BundleError};
 #[cfg(not(target_family = "wasm"))]
 pub use classifier::set_inference_threads;
-pub use classifier::{positive_probability, Classifier, ClassifyError};
+pub use classifier::{positive_probability, ClassifyError, TractClassifier};
 pub use encode::{clean_review, EncodeError, EncodedReview, ReviewEncoder, Truncation};
-pub use labels::Labels;
+pub use labels::{is_positive, Labels};
 pub use manifest::{Manifest, Prediction};

@@ -123,3 +123,21 @@ pub struct Prediction {
     /// Whether the review was longer than the model reads and was cut.
     pub truncated: bool,
 }
+
+/// A `$record` with the fields of a [`Prediction`], moved from `$prediction` (any value with
+/// those fields): the one field mapping between `Prediction` and the record that
+/// `wit/feelings.wit` generates on each side of the component boundary, used by the guest
+/// (`Prediction` to the WIT record) and by the host (back). A field added to either struct
+/// makes the conversion into it fail to compile until it is mapped here.
+#[macro_export]
+macro_rules! prediction_as {
+    ($record:path, $prediction:expr) => {{
+        let p = $prediction;
+        $record {
+            label: p.label,
+            score: p.score,
+            threshold: p.threshold,
+            truncated: p.truncated,
+        }
+    }};
+}

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::{Bundle, Classifier};
+use crate::{Bundle, TractClassifier};
 
 wit_bindgen::generate!({ world: "classifier", path: "wit" });
 
@@ -11,7 +11,7 @@ use exports::feelings::classifier::classify::{Guest as ClassifyGuest, Prediction
 
 thread_local! {
     /// The loaded classifier; the component runs on one thread.
-    static LOADED: RefCell<Option<Classifier>> = const { RefCell::new(None) };
+    static LOADED: RefCell<Option<TractClassifier>> = const { RefCell::new(None) };
 }
 
 struct Component;
@@ -30,7 +30,7 @@ impl Guest for Component {
 impl ClassifyGuest for Component {
     fn load(manifest: Vec<u8>, model: Vec<u8>, tokenizer: Vec<u8>) -> Result<(), String> {
         let bundle = Bundle::from_bytes(&manifest, model, tokenizer).map_err(|e| e.to_string())?;
-        let classifier = Classifier::new(&bundle).map_err(|e| e.to_string())?;
+        let classifier = TractClassifier::new(&bundle).map_err(|e| e.to_string())?;
         LOADED.with(|slot| *slot.borrow_mut() = Some(classifier));
         Ok(())
     }
@@ -47,12 +47,7 @@ impl ClassifyGuest for Component {
                 .map_err(|e| e.to_string())?;
             Ok(predictions
                 .into_iter()
-                .map(|p| Prediction {
-                    label: p.label,
-                    score: p.score,
-                    threshold: p.threshold,
-                    truncated: p.truncated,
-                })
+                .map(|p| crate::prediction_as!(Prediction, p))
                 .collect())
         })
     }

@@ -12,7 +12,7 @@
 
 use wasm_bindgen::prelude::*;
 
-use crate::{Bundle, Classifier};
+use crate::{Bundle, TractClassifier};
 
 /// Installs the panic hook when the module is instantiated.
 #[wasm_bindgen(start)]
@@ -23,7 +23,7 @@ pub fn start() {
 /// A review classifier built from a model bundle.
 #[wasm_bindgen(js_name = Classifier)]
 pub struct WebClassifier {
-    inner: Classifier,
+    inner: TractClassifier,
 }
 
 fn js_error(e: impl std::fmt::Display) -> JsError {
@@ -42,7 +42,7 @@ impl WebClassifier {
     ) -> Result<WebClassifier, JsError> {
         let bundle = Bundle::from_bytes(manifest, model, tokenizer).map_err(js_error)?;
         Ok(Self {
-            inner: Classifier::new(&bundle).map_err(js_error)?,
+            inner: TractClassifier::new(&bundle).map_err(js_error)?,
         })
     }
 

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
+use feelings_trainer::data::split::{split, SplitOptions};
 use feelings_trainer::data::{load_dataset, DataOptions};
-use feelings_trainer::split::{split, SplitOptions};
 
 use crate::fixtures::{reviews, write_csv};
 

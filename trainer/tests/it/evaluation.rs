@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use feelings_core::Bundle;
-use feelings_trainer::compare::{compare_runs, comparison_html};
-use feelings_trainer::evaluation::{
+use feelings_trainer::evaluate::compare::{compare_runs, comparison_html};
+use feelings_trainer::evaluate::report::evaluation_html;
+use feelings_trainer::evaluate::{
     evaluate_source, record_test_metrics, DataChoice, EvaluateOptions, Subset,
 };
 use feelings_trainer::fixtures::tiny_bundle;
-use feelings_trainer::report::evaluation_html;
-use feelings_trainer::settings::{RunInfo, TrainSettings};
+use feelings_trainer::train::settings::{RunInfo, TrainSettings};
 
 fn options() -> EvaluateOptions {
     EvaluateOptions {

@@ -4,39 +4,27 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use feelings_core::{Bundle, BundleError, Classifier as Core, ClassifyError};
-use feelings_trainer::batch::make_batch;
+use feelings_core::{Bundle, BundleError, ClassifyError, TractClassifier};
+use feelings_trainer::data::batch::make_batch;
+use feelings_trainer::export::onnx::Precision;
 use feelings_trainer::export::{
     check_bundle, check_logits, export_bundle, logit_tolerance, CheckFailure, ExportOptions,
     Exported,
 };
-use feelings_trainer::model::{Classifier, Head, ModelFiles};
-use feelings_trainer::onnx::Precision;
-use feelings_trainer::settings::TrainSettings;
-use feelings_trainer::train::{train, TrainOptions};
+use feelings_trainer::fixtures::quiet_cpu;
+use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
+use feelings_trainer::train::settings::TrainSettings;
+use feelings_trainer::train::train;
 use feelings_trainer::Error;
 use rand::{Rng, SeedableRng};
 
 use crate::fixtures::{onnxruntime_logits, reviews, tiny_bert, write_csv, TinyShape, WORDS};
 
-fn options() -> TrainOptions {
-    TrainOptions {
-        device: Device::Cpu,
-        threads: 2,
-        progress: false,
-        stop_after: None,
-        stop_after_steps: None,
-        save_every: None,
-    }
-}
-
 fn export_options(precision: Precision) -> ExportOptions {
     ExportOptions {
-        epoch: None,
         precision,
-        threshold: 0.5,
         name: Some("tiny".into()),
-        seq_len: None,
+        ..ExportOptions::default()
     }
 }
 
@@ -48,13 +36,13 @@ fn tiny_run(dir: &Path) -> PathBuf {
     s.seq_len = 32;
     s.epochs = 1;
     s.optimizer.lr = 1e-3;
-    train(s, &dir.join("run"), false, &options()).unwrap();
+    train(s, &dir.join("run"), false, &quiet_cpu()).unwrap();
     dir.join("run")
 }
 
 /// Candle's logits for token sequences, from the checkpoint the bundle came from.
 fn candle_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Vec<Vec<f32>> {
-    let model = Classifier::load(
+    let model = CandleClassifier::load(
         &ModelFiles::locate(checkpoint).unwrap(),
         &Device::Cpu,
         Head::FromFile,
@@ -75,9 +63,9 @@ fn candle_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Vec<Vec<f32>>
 }
 
 /// The candle model of the checkpoint a bundle was exported from.
-fn checkpoint_model(exported: &Exported) -> Classifier {
+fn checkpoint_model(exported: &Exported) -> CandleClassifier {
     let files = ModelFiles::locate(&exported.checkpoint).unwrap();
-    Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap()
+    CandleClassifier::load(&files, &Device::Cpu, Head::FromFile).unwrap()
 }
 
 /// `bundle` with `edit` applied to every initializer of its ONNX graph (and the manifest's
@@ -119,7 +107,7 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
     assert!(bundle.manifest.test_metrics.is_some());
     let base = &bundle.manifest.training.base_model;
     assert!(!base.is_empty() && !base.contains('/'), "{base}");
-    let core = Core::new(&bundle).unwrap();
+    let core = TractClassifier::new(&bundle).unwrap();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     // Every fourth review fills the model's 32 tokens: the plan built for exactly that length.
@@ -172,7 +160,7 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
     // int8: a quarter of the weights' bytes, close logits.
     let out8 = dir.path().join("bundle-int8");
     let exported8 = export_bundle(&run, &out8, false, &export_options(Precision::Int8)).unwrap();
-    let core8 = Core::new(&Bundle::read_dir(&out8).unwrap()).unwrap();
+    let core8 = TractClassifier::new(&Bundle::read_dir(&out8).unwrap()).unwrap();
     let gap8 = max_gap(&candle, &core8.logits(&ids).unwrap());
     assert!(gap8 < 0.1, "int8 logits moved by {gap8}");
     assert!(exported8.bundle.model.len() < exported.bundle.model.len());
@@ -278,7 +266,7 @@ fn dequantised(
 /// f32 weights they were rounded from would be: each dequantised, plus uniform noise of half a
 /// quantisation step, written as a model folder in `dir`: the model loaded from it, and the
 /// shipped bundle.
-fn trained_minilm(dir: &Path) -> (Classifier, Bundle) {
+fn trained_minilm(dir: &Path) -> (CandleClassifier, Bundle) {
     use prost::Message;
     let shipped =
         Bundle::read_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/imdb-minilm"))
@@ -326,7 +314,7 @@ fn trained_minilm(dir: &Path) -> (Classifier, Bundle) {
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
     let files = ModelFiles::locate(dir).unwrap();
     (
-        Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap(),
+        CandleClassifier::load(&files, &Device::Cpu, Head::FromFile).unwrap(),
         shipped,
     )
 }
@@ -335,7 +323,7 @@ fn trained_minilm(dir: &Path) -> (Classifier, Bundle) {
 fn trained_weights_pass_the_int8_check_and_fail_it_damaged() {
     let dir = tempfile::tempdir().unwrap();
     let (model, shipped) = trained_minilm(dir.path());
-    let onnx = feelings_trainer::onnx::export(&model, Precision::Int8, &[]).unwrap();
+    let onnx = feelings_trainer::export::onnx::export(&model, Precision::Int8, &[]).unwrap();
     let bundle = Bundle::new(shipped.manifest.clone(), onnx, shipped.tokenizer.clone());
     let gap = check_bundle(&model, &bundle).unwrap();
     println!("trained MiniLM-L6, int8: largest logit difference on the check reviews {gap:.3e}");
@@ -522,7 +510,7 @@ fn the_core_never_panics_on_hostile_text() {
     let run = tiny_run(dir.path());
     let out = dir.path().join("bundle");
     export_bundle(&run, &out, false, &export_options(Precision::F32)).unwrap();
-    let core = Core::new(&Bundle::read_dir(&out).unwrap()).unwrap();
+    let core = TractClassifier::new(&Bundle::read_dir(&out).unwrap()).unwrap();
     let mut texts: Vec<String> = vec![
         String::new(),
         " \t\n ".into(),
@@ -608,7 +596,7 @@ fn broken_bundles_are_refused_naming_the_file() {
         proto.encode_to_vec()
     };
     let theirs = Bundle::new(bundle.manifest.clone(), foreign, bundle.tokenizer.clone());
-    let err = Core::new(&theirs).err().unwrap();
+    let err = TractClassifier::new(&theirs).err().unwrap();
     assert!(
         matches!(err, ClassifyError::Bundle(BundleError::NotOurs { .. })),
         "{err}"
@@ -623,7 +611,7 @@ fn broken_bundles_are_refused_naming_the_file() {
         b"hello".to_vec(),
         bundle.tokenizer.clone(),
     );
-    let err = Core::new(&not_onnx).err().unwrap().to_string();
+    let err = TractClassifier::new(&not_onnx).err().unwrap().to_string();
     assert!(
         err.contains("model.onnx") && err.contains("not an ONNX model"),
         "{err}"
@@ -632,7 +620,7 @@ fn broken_bundles_are_refused_naming_the_file() {
     let mut small = bundle.manifest.clone();
     small.vocab_size = 10;
     let mismatched = Bundle::new(small, bundle.model.clone(), bundle.tokenizer.clone());
-    let err = Core::new(&mismatched).err().unwrap().to_string();
+    let err = TractClassifier::new(&mismatched).err().unwrap().to_string();
     assert!(
         err.contains("tokenizer.json") && err.contains("do not belong together"),
         "{err}"

@@ -3,15 +3,17 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use feelings_core::{ReviewEncoder, Truncation};
-use feelings_trainer::batch::make_batch;
-use feelings_trainer::bert::Bert;
+use feelings_trainer::data::batch::make_batch;
 use feelings_trainer::data::{load_dataset, DataOptions};
 use feelings_trainer::export::check_logits;
-use feelings_trainer::model::{Classifier, Head, ModelFiles};
-use feelings_trainer::onnx::Precision;
-use feelings_trainer::settings::TrainSettings;
-use feelings_trainer::train::{train, TrainOptions};
-use feelings_trainer::weights::{VarLoader, WeightFile};
+use feelings_trainer::export::onnx::Precision;
+use feelings_trainer::export::{export_bundle, ExportOptions};
+use feelings_trainer::fixtures::{quiet_cpu, train_and_export};
+use feelings_trainer::model::bert::Bert;
+use feelings_trainer::model::weights::{VarLoader, WeightFile};
+use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
+use feelings_trainer::train::settings::TrainSettings;
+use feelings_trainer::train::train;
 
 use crate::fixtures::{imdb, minilm_l6, onnxruntime_logits};
 
@@ -114,7 +116,7 @@ fn in_evaluation_the_encoder_matches_candle_transformers_bert() {
 fn one_backward_pass_reaches_every_variable() {
     let files = ModelFiles::locate(&minilm_l6()).unwrap();
     let (ids, mask, labels) = review_batch(&files, 32);
-    let model = Classifier::load(&files, &Device::Cpu, Head::Fresh { seed: 0 }).unwrap();
+    let model = CandleClassifier::load(&files, &Device::Cpu, Head::Fresh { seed: 0 }).unwrap();
     let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
     let logits = model.forward(&ids, &mask, Some(&mut rng)).unwrap();
     let grads = candle_nn::loss::cross_entropy(&logits, &labels)
@@ -154,28 +156,20 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
     settings.split.val_fraction = 1.0 / 6.0;
     settings.split.test_fraction = 1.0 / 6.0;
     let out = dir.path().join("run");
-    let options = TrainOptions {
-        device: Device::Cpu,
-        threads: 2,
-        progress: false,
-        stop_after: None,
-        stop_after_steps: None,
-        save_every: None,
-    };
-    let info = train(settings, &out, false, &options).unwrap();
+    let info = train(settings, &out, false, &quiet_cpu()).unwrap();
     assert_eq!(info.subsets.train, 64);
     assert_eq!(info.epochs_completed, 1);
 
     let checkpoint = ModelFiles::locate(&out.join("checkpoint-epoch-1")).unwrap();
     let (ids, mask, _) = review_batch(&checkpoint, 64);
-    let reloaded = Classifier::load(&checkpoint, &Device::Cpu, Head::FromFile).unwrap();
+    let reloaded = CandleClassifier::load(&checkpoint, &Device::Cpu, Head::FromFile).unwrap();
     let a = reloaded.forward(&ids, &mask, None).unwrap();
     // The same weights evaluated by a fresh load of the saved file must agree; and they must
     // differ from the base model with the same fresh head (training changed them).
-    let again = Classifier::load(&checkpoint, &Device::Cpu, Head::FromFile).unwrap();
+    let again = CandleClassifier::load(&checkpoint, &Device::Cpu, Head::FromFile).unwrap();
     let b = again.forward(&ids, &mask, None).unwrap();
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
-    let base = Classifier::load(
+    let base = CandleClassifier::load(
         &ModelFiles::locate(&minilm_l6()).unwrap(),
         &Device::Cpu,
         Head::Fresh { seed: 0 },
@@ -201,30 +195,14 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
     settings.epochs = 1;
     settings.split.val_fraction = 1.0 / 6.0;
     settings.split.test_fraction = 1.0 / 6.0;
-    let options = TrainOptions {
-        device: Device::Cpu,
-        threads: 2,
-        progress: false,
-        stop_after: None,
-        stop_after_steps: None,
-        save_every: None,
-    };
-    train(settings, &dir.path().join("run"), false, &options).unwrap();
-    let export_options = feelings_trainer::export::ExportOptions {
-        epoch: None,
-        precision: Precision::F32,
-        threshold: 0.5,
-        name: None,
-        seq_len: None,
-    };
-    let exported = feelings_trainer::export::export_bundle(
-        &dir.path().join("run"),
-        &dir.path().join("bundle"),
-        false,
-        &export_options,
+    let exported = train_and_export(
+        settings,
+        dir.path(),
+        &quiet_cpu(),
+        &ExportOptions::default(),
     )
     .unwrap();
-    let core = feelings_core::Classifier::new(&exported.bundle).unwrap();
+    let core = feelings_core::TractClassifier::new(&exported.bundle).unwrap();
     let test: Vec<_> = imdb_reviews()
         .into_iter()
         .filter(|e| e.split.as_deref() == Some("test"))
@@ -247,7 +225,7 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
         "some reviews fill the sequence"
     );
     let tract = core.logits(&ids).unwrap();
-    let model = Classifier::load(
+    let model = CandleClassifier::load(
         &ModelFiles::locate(&exported.checkpoint).unwrap(),
         &Device::Cpu,
         Head::FromFile,
@@ -286,17 +264,17 @@ fn exported_minilm_gives_candles_logits_on_200_reviews_at_seq_256() {
     }
 
     // int8, as the web ships it: the exporter's own check holds on all 200 reviews.
-    let exported8 = feelings_trainer::export::export_bundle(
+    let exported8 = export_bundle(
         &dir.path().join("run"),
         &dir.path().join("bundle-int8"),
         false,
-        &feelings_trainer::export::ExportOptions {
+        &ExportOptions {
             precision: Precision::Int8,
-            ..export_options
+            ..ExportOptions::default()
         },
     )
     .unwrap();
-    let tract8 = feelings_core::Classifier::new(&exported8.bundle)
+    let tract8 = feelings_core::TractClassifier::new(&exported8.bundle)
         .unwrap()
         .logits(&ids)
         .unwrap();

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use feelings_core::Bundle;
+use feelings_trainer::data::split::SplitOptions;
 use feelings_trainer::data::DataOptions;
-use feelings_trainer::evaluation::{evaluate_source, DataChoice, EvaluateOptions, Subset};
-use feelings_trainer::split::SplitOptions;
+use feelings_trainer::evaluate::{evaluate_source, DataChoice, EvaluateOptions, Subset};
 
 /// Test reviews the check classifies (the first of the official test split, shuffled by seed 42).
 const SAMPLE: usize = 1000;

@@ -4,24 +4,22 @@ use std::path::Path;
 
 use candle_core::Device;
 use feelings_core::{ReviewEncoder, Truncation};
-use feelings_trainer::batch::make_batch;
-use feelings_trainer::model::{Classifier, Head, ModelFiles};
-use feelings_trainer::optim::{AdamW, AdamWConfig};
-use feelings_trainer::partial;
-use feelings_trainer::run_dir::{EpochRecord, RunDir, BEST_FILE, METRICS_FILE};
-use feelings_trainer::settings::{RunStatus, TrainSettings};
+use feelings_trainer::data::batch::make_batch;
+use feelings_trainer::fixtures::quiet_cpu;
+use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
+use feelings_trainer::train::optim::{AdamW, AdamWConfig};
+use feelings_trainer::train::partial;
+use feelings_trainer::train::run_dir::{EpochRecord, RunDir, BEST_FILE, METRICS_FILE};
+use feelings_trainer::train::settings::{RunStatus, TrainSettings};
 use feelings_trainer::train::{resume, train, TrainOptions};
 
 use crate::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
 
 fn options(stop_after: Option<usize>) -> TrainOptions {
     TrainOptions {
-        device: Device::Cpu,
         threads: 1,
-        progress: false,
         stop_after,
-        stop_after_steps: None,
-        save_every: None,
+        ..quiet_cpu()
     }
 }
 
@@ -66,7 +64,7 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 fn loss_falls_on_a_fixed_batch() {
     let dir = tempfile::tempdir().unwrap();
     let files = ModelFiles::locate(&tiny_bert(dir.path(), &TinyShape::default())).unwrap();
-    let model = Classifier::load(&files, &Device::Cpu, Head::Fresh { seed: 1 }).unwrap();
+    let model = CandleClassifier::load(&files, &Device::Cpu, Head::Fresh { seed: 1 }).unwrap();
     let tokenizer = std::fs::read(&files.tokenizer).unwrap();
     let encoder = ReviewEncoder::from_bytes(&tokenizer, 32, Truncation::Tail).unwrap();
     let rows = reviews(16, 5);
@@ -269,8 +267,8 @@ fn a_checkpoint_reloads_to_the_same_logits() {
     let out = dir.path().join("run");
     train(settings, &out, false, &options(None)).unwrap();
     let files = ModelFiles::locate(&out.join("checkpoint-epoch-1")).unwrap();
-    let a = Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
-    let b = Classifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
+    let a = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
+    let b = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
     let ids = candle_core::Tensor::new(&[[2u32, 4, 5, 8, 3]], &Device::Cpu).unwrap();
     let mask = ids
         .ones_like()
@@ -290,7 +288,7 @@ fn a_checkpoint_reloads_to_the_same_logits() {
     assert_eq!(la, lb);
     // A base model has no head to reload.
     let base = ModelFiles::locate(&dir.path().join("model")).unwrap();
-    let err = Classifier::load(&base, &Device::Cpu, Head::FromFile)
+    let err = CandleClassifier::load(&base, &Device::Cpu, Head::FromFile)
         .err()
         .unwrap()
         .to_string();
@@ -421,13 +419,13 @@ fn a_bert_prefixed_checkpoint_loads_like_a_plain_one() {
             ..TinyShape::default()
         },
     );
-    let a = Classifier::load(
+    let a = CandleClassifier::load(
         &ModelFiles::locate(&plain).unwrap(),
         &Device::Cpu,
         Head::Fresh { seed: 3 },
     )
     .unwrap();
-    let b = Classifier::load(
+    let b = CandleClassifier::load(
         &ModelFiles::locate(&prefixed).unwrap(),
         &Device::Cpu,
         Head::Fresh { seed: 3 },

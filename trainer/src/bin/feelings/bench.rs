@@ -1,15 +1,17 @@
 //! `feelings bench`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use candle_core::Device;
 use clap::Args;
 use feelings_core::manifest::MODEL_FILE;
-use feelings_core::{Bundle, Classifier as Core};
-use feelings_trainer::data::{load_dataset, DataOptions};
+use feelings_core::{Bundle, TractClassifier};
+use feelings_trainer::bench::{self, GuestBench};
+use feelings_trainer::data::{load_dataset, DataOptions, Dataset};
+use feelings_trainer::device;
 use feelings_trainer::model::ModelFiles;
-use feelings_trainer::{bench, device};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::values::{self, MAX_BENCH_COUNT};
 use crate::{set_threads, HardwareArgs};
@@ -51,10 +53,14 @@ pub struct BenchArgs {
     #[arg(long)]
     peers: Option<PathBuf>,
     /// Also time the classifier's server build (the WebAssembly component made by
-    /// `web/build.sh`) in a wasmtime sandbox on the same reviews, against native tract.
-    /// Needs the `sandbox` feature.
+    /// `web/build.sh`) in a wasmtime sandbox on the same reviews, against native tract, with
+    /// the runtime's `feelings-guest-bench`.
     #[arg(long, requires = "bundle")]
     wasm: Option<PathBuf>,
+    /// The runtime's guest benchmark program [default: `feelings-guest-bench` next to this
+    /// executable, else on PATH].
+    #[arg(long, requires = "wasm")]
+    guest_bench: Option<PathBuf>,
     /// Folder caching the compiled, pre-initialised component between runs.
     #[arg(long, default_value = "target/feelings-sandbox-cache")]
     wasm_cache: PathBuf,
@@ -68,15 +74,19 @@ pub struct BenchArgs {
     hardware: HardwareArgs,
 }
 
-fn texts_of(dataset: &feelings_trainer::data::Dataset, split: &str) -> Vec<(String, u32)> {
+/// The reviews of one split (all of them when the data has no `split` column), with labels.
+fn texts_of<'a>(dataset: &'a Dataset, split: &str) -> Vec<(&'a str, u32)> {
     dataset
         .examples
         .iter()
         .filter(|e| e.split.as_deref().is_none_or(|s| s == split))
-        .map(|e| (e.text.clone(), e.label))
+        .map(|e| (e.text.as_str(), e.label))
         .collect()
 }
 
+/// `feelings bench`: training-step rows for --model, inference rows for --bundle (and the
+/// sandbox's with --wasm), each against its peer when --peers is given; printed as a table or
+/// as JSON lines.
 pub fn run(args: BenchArgs) -> Result<()> {
     let threads = set_threads(args.hardware.threads);
     let device = device::parse_device(&args.hardware.device)?;
@@ -88,94 +98,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .or_else(|_| load_dataset(&args.data, &DataOptions::default()))?;
     let mut rows = Vec::new();
     if let Some(model) = &args.model {
-        let files = ModelFiles::locate(model)?;
-        let train = texts_of(&dataset, "train");
-        let texts: Vec<(&str, u32)> = train.iter().map(|(t, l)| (t.as_str(), *l)).collect();
-        for &seq in &args.seq {
-            let t = bench::time_train_steps(
-                &files,
-                &texts,
-                seq,
-                args.batch_size,
-                args.warmup,
-                args.steps,
-                &device,
-            )?;
-            let mut row = serde_json::to_value(&t)?;
-            row["what"] = "train_step".into();
-            row["seq"] = seq.into();
-            row["batch"] = args.batch_size.into();
-            row["ours_ms"] = (1000.0 * t.step_s).into();
-            if let Some(peers) = &args.peers {
-                let peer = bench::run_peer(
-                    &args.python,
-                    peers,
-                    "torch_train_step.py",
-                    &[
-                        "--model-dir".into(),
-                        model.display().to_string(),
-                        "--data".into(),
-                        args.data.display().to_string(),
-                        "--seq".into(),
-                        seq.to_string(),
-                        "--batch".into(),
-                        args.batch_size.to_string(),
-                        "--steps".into(),
-                        args.steps.to_string(),
-                        "--warmup".into(),
-                        args.warmup.to_string(),
-                        "--threads".into(),
-                        threads.to_string(),
-                    ],
-                )?;
-                let Some(peer_s) = peer["median_s_per_step"].as_f64() else {
-                    bail!("the PyTorch peer printed no median_s_per_step: {peer}");
-                };
-                row["peer"] = format!("pytorch {}", peer["version"].as_str().unwrap_or("?")).into();
-                row["peer_ms"] = (1000.0 * peer_s).into();
-                row["ratio"] = (t.step_s / peer_s).into();
-            }
-            rows.push(row);
-        }
+        rows.extend(train_rows(&args, model, &dataset, threads, &device)?);
     }
     if let Some(dir) = &args.bundle {
-        let core = Core::new(&Bundle::read_dir(dir)?)?;
-        let test = texts_of(&dataset, "test");
-        let texts: Vec<&str> = test.iter().map(|(t, _)| t.as_str()).collect();
-        for &batch in &args.infer_batch {
-            let t = bench::time_inference(&core, &texts, batch, args.warmup, args.runs)?;
-            let mut row = json!({"what": "infer", "seq": t.seq_len, "batch": batch, "ours_ms": t.median_ms,
-                                 "ours_ms_per_review": t.ms_per_review, "ours_p90_ms": t.p90_ms});
-            if let Some(peers) = &args.peers {
-                let peer = bench::run_peer(
-                    &args.python,
-                    peers,
-                    "ort_infer.py",
-                    &[
-                        dir.join(MODEL_FILE).display().to_string(),
-                        "--seq".into(),
-                        t.seq_len.to_string(),
-                        "--batch".into(),
-                        batch.to_string(),
-                        "--threads".into(),
-                        threads.to_string(),
-                        "--n".into(),
-                        args.runs.to_string(),
-                    ],
-                )?;
-                let Some(peer_ms) = peer["median_ms"].as_f64() else {
-                    bail!("the ONNX Runtime peer printed no median_ms: {peer}");
-                };
-                row["peer"] =
-                    format!("onnxruntime {}", peer["version"].as_str().unwrap_or("?")).into();
-                row["peer_ms"] = peer_ms.into();
-                row["ratio"] = (t.median_ms / peer_ms).into();
-            }
-            rows.push(row);
-        }
-        if let Some(wasm) = &args.wasm {
-            rows.extend(guest_rows(&args, wasm, &core, &texts)?);
-        }
+        rows.extend(infer_rows(&args, dir, &dataset, threads)?);
     }
     for row in rows.iter_mut() {
         row["threads"] = threads.into();
@@ -185,29 +111,141 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for row in &rows {
             println!("{row}");
         }
-        return Ok(());
+    } else {
+        print_table(&rows, threads, &device);
     }
+    Ok(())
+}
+
+/// `train_step` rows: one per sequence length, with PyTorch's step time beside ours.
+fn train_rows(
+    args: &BenchArgs,
+    model: &Path,
+    dataset: &Dataset,
+    threads: usize,
+    device: &Device,
+) -> Result<Vec<Value>> {
+    let files = ModelFiles::locate(model)?;
+    let texts = texts_of(dataset, "train");
+    let mut rows = Vec::new();
+    for &seq in &args.seq {
+        let (batch, warmup, steps) = (args.batch_size, args.warmup, args.steps);
+        let t = bench::time_train_steps(&files, &texts, seq, batch, warmup, steps, device)?;
+        let mut row = serde_json::to_value(&t)?;
+        row["what"] = "train_step".into();
+        row["seq"] = seq.into();
+        row["batch"] = batch.into();
+        row["ours_ms"] = (1000.0 * t.step_s).into();
+        if let Some(peers) = &args.peers {
+            let flags = [
+                ("--model-dir", model.display().to_string()),
+                ("--data", args.data.display().to_string()),
+                ("--seq", seq.to_string()),
+                ("--batch", batch.to_string()),
+                ("--steps", steps.to_string()),
+                ("--warmup", warmup.to_string()),
+                ("--threads", threads.to_string()),
+            ];
+            let peer = run_peer(args, peers, "torch_train_step.py", &[], &flags)?;
+            let Some(peer_s) = peer["median_s_per_step"].as_f64() else {
+                bail!("the PyTorch peer printed no median_s_per_step: {peer}");
+            };
+            row["peer"] = format!("pytorch {}", peer["version"].as_str().unwrap_or("?")).into();
+            row["peer_ms"] = (1000.0 * peer_s).into();
+            row["ratio"] = (t.step_s / peer_s).into();
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `infer` rows: one per inference batch size, with ONNX Runtime on the same model.onnx; then
+/// the sandbox's `infer_wasm` rows with --wasm.
+fn infer_rows(
+    args: &BenchArgs,
+    dir: &Path,
+    dataset: &Dataset,
+    threads: usize,
+) -> Result<Vec<Value>> {
+    let core = TractClassifier::new(&Bundle::read_dir(dir)?)?;
+    let texts: Vec<&str> = texts_of(dataset, "test")
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let mut rows = Vec::new();
+    for &batch in &args.infer_batch {
+        let t = bench::time_inference(&core, &texts, batch, args.warmup, args.runs)?;
+        let mut row = json!({"what": "infer", "seq": t.seq_len, "batch": batch, "ours_ms": t.median_ms,
+                             "ours_ms_per_review": t.ms_per_review, "ours_p90_ms": t.p90_ms});
+        if let Some(peers) = &args.peers {
+            let model = [dir.join(MODEL_FILE).display().to_string()];
+            let flags = [
+                ("--seq", t.seq_len.to_string()),
+                ("--batch", batch.to_string()),
+                ("--threads", threads.to_string()),
+                ("--n", args.runs.to_string()),
+            ];
+            let peer = run_peer(args, peers, "ort_infer.py", &model, &flags)?;
+            let Some(peer_ms) = peer["median_ms"].as_f64() else {
+                bail!("the ONNX Runtime peer printed no median_ms: {peer}");
+            };
+            row["peer"] = format!("onnxruntime {}", peer["version"].as_str().unwrap_or("?")).into();
+            row["peer_ms"] = peer_ms.into();
+            row["ratio"] = (t.median_ms / peer_ms).into();
+        }
+        rows.push(row);
+    }
+    if let Some(wasm) = &args.wasm {
+        let program = bench::guest_bench_program(args.guest_bench.as_deref());
+        let guest = GuestBench {
+            program: &program,
+            component: wasm,
+            bundle: dir,
+            cache: &args.wasm_cache,
+            batches: &args.infer_batch,
+            warmup: args.warmup,
+            runs: args.runs,
+            threads,
+        };
+        rows.extend(bench::time_guest(&guest, &core, &texts)?);
+    }
+    Ok(rows)
+}
+
+/// Runs one peer script with `positional` arguments then `flags`.
+fn run_peer(
+    args: &BenchArgs,
+    peers: &Path,
+    script: &str,
+    positional: &[String],
+    flags: &[(&str, String)],
+) -> Result<Value> {
+    let mut all = positional.to_vec();
+    for (flag, value) in flags {
+        all.extend([flag.to_string(), value.clone()]);
+    }
+    Ok(bench::run_peer(&args.python, peers, script, &all)?)
+}
+
+/// The rows as a table for a terminal, one line each.
+fn print_table(rows: &[Value], threads: usize, device: &Device) {
     println!("{threads} threads, {device:?}");
-    for row in &rows {
+    let f = |row: &Value, key: &str| row[key].as_f64().unwrap_or(0.0);
+    for row in rows {
         match row["what"].as_str() {
             Some("train_step") => println!(
                 "train step  seq {:>3} batch {:>2}: {:>6.2} s/step (forward {:.2}, backward {:.2}, optimiser {:.2}), {:.2} reviews/s{}",
-                row["seq_len"], row["batch_size"], row["step_s"].as_f64().unwrap_or(0.0),
-                row["forward_s"].as_f64().unwrap_or(0.0), row["backward_s"].as_f64().unwrap_or(0.0),
-                row["optimizer_s"].as_f64().unwrap_or(0.0), row["reviews_per_s"].as_f64().unwrap_or(0.0),
+                row["seq_len"], row["batch_size"], f(row, "step_s"), f(row, "forward_s"),
+                f(row, "backward_s"), f(row, "optimizer_s"), f(row, "reviews_per_s"),
                 row["peer"].as_str().map_or(String::new(), |peer| format!(
-                    " | {peer} {:.2} s | ours/peer {:.2}",
-                    row["peer_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-                    row["ratio"].as_f64().unwrap_or(0.0)
+                    " | {peer} {:.2} s | ours/peer {:.2}", f(row, "peer_ms") / 1000.0, f(row, "ratio")
                 ))
             ),
             Some("infer_wasm") => println!(
                 "wasmtime    seq {:>3} batch {:>2}: guest {:>7.1} ms/call | native tract {:.1} ms | guest/native {:.2} | fresh sandbox {:.3} ms (a guest-side load: {:.0} ms), its first call {:.1} ms | max |score diff| {:.1e} | component ready in {:.1} s{}",
-                row["seq"], row["batch"], row["ours_ms"].as_f64().unwrap_or(0.0),
-                row["peer_ms"].as_f64().unwrap_or(0.0), row["ratio"].as_f64().unwrap_or(0.0),
-                row["instantiate_ms"].as_f64().unwrap_or(0.0), row["guest_load_ms"].as_f64().unwrap_or(0.0), row["fresh_call_ms"].as_f64().unwrap_or(0.0),
-                row["max_score_difference"].as_f64().unwrap_or(0.0),
-                row["prepare_s"].as_f64().unwrap_or(0.0),
+                row["seq"], row["batch"], f(row, "ours_ms"), f(row, "peer_ms"), f(row, "ratio"),
+                f(row, "instantiate_ms"), f(row, "guest_load_ms"), f(row, "fresh_call_ms"),
+                f(row, "max_score_difference"), f(row, "prepare_s"),
                 if row["prepared_from_cache"] == true { " (cached)" } else { " (snapshot + compile)" }
             ),
             _ => {
@@ -217,8 +255,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 };
                 println!(
                     "inference   seq {:>3} batch {:>2}: tract {:>7.1} ms/call ({:.1} ms/review){peer}",
-                    row["seq"], row["batch"], row["ours_ms"].as_f64().unwrap_or(0.0),
-                    row["ours_ms_per_review"].as_f64().unwrap_or(0.0)
+                    row["seq"], row["batch"], f(row, "ours_ms"), f(row, "ours_ms_per_review")
                 );
             }
         }
@@ -226,52 +263,4 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(peak) = bench::peak_rss_mib() {
         println!("peak memory of feelings (RSS): {peak:.0} MiB");
     }
-    Ok(())
-}
-
-/// `infer_wasm` rows: the sandboxed server build against native tract, per inference batch size.
-#[cfg(feature = "sandbox")]
-fn guest_rows(
-    args: &BenchArgs,
-    wasm: &std::path::Path,
-    core: &Core,
-    texts: &[&str],
-) -> Result<Vec<serde_json::Value>> {
-    use anyhow::Context;
-    use feelings_runtime::{SandboxOptions, Sandboxes};
-    let component = std::fs::read(wasm).with_context(|| format!("{}", wasm.display()))?;
-    let options = SandboxOptions {
-        cache_dir: Some(args.wasm_cache.clone()),
-        ..SandboxOptions::default()
-    };
-    let bundle = Bundle::read_dir(args.bundle.as_deref().unwrap_or(wasm))?;
-    let (sandboxes, prepared) = Sandboxes::new(&component, &bundle, &options)?;
-    let mut rows = Vec::new();
-    for &batch in &args.infer_batch {
-        let t = feelings_trainer::bench_guest::time_guest(
-            &bundle,
-            core,
-            &sandboxes,
-            texts,
-            batch,
-            args.warmup,
-            args.runs,
-        )?;
-        rows.push(json!({"what": "infer_wasm", "seq": t.seq_len, "batch": batch,
-            "ours_ms": t.guest_ms, "peer": "tract native", "peer_ms": t.native_ms,
-            "ratio": t.guest_ms / t.native_ms, "instantiate_ms": t.instantiate_ms,
-            "max_score_difference": t.max_score_difference, "fresh_call_ms": t.fresh_call_ms, "guest_load_ms": t.guest_load_ms,
-            "prepare_s": prepared.duration.as_secs_f64(), "prepared_from_cache": prepared.from_cache}));
-    }
-    Ok(rows)
-}
-
-#[cfg(not(feature = "sandbox"))]
-fn guest_rows(
-    _: &BenchArgs,
-    _: &std::path::Path,
-    _: &Core,
-    _: &[&str],
-) -> Result<Vec<serde_json::Value>> {
-    bail!("--wasm needs the sandbox feature: cargo build --release -p feelings-trainer --features sandbox")
 }

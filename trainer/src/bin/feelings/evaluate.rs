@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use feelings_trainer::compare::{compare_runs, comparison_html, summary_text};
 use feelings_trainer::device;
-use feelings_trainer::evaluation::{
+use feelings_trainer::evaluate::compare::{compare_runs, comparison_html, summary_text};
+use feelings_trainer::evaluate::metrics::{Metrics, COLUMNS_HEADER};
+use feelings_trainer::evaluate::report::evaluation_html;
+use feelings_trainer::evaluate::{
     evaluate_source, record_test_metrics, DataChoice, EvaluateOptions, Evaluation, Subset,
 };
-use feelings_trainer::metrics::{Metrics, COLUMNS_HEADER};
-use feelings_trainer::report::evaluation_html;
 
 use crate::values;
 use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use feelings_trainer::export::onnx::Precision;
 use feelings_trainer::export::{export_bundle, ExportOptions};
-use feelings_trainer::onnx::Precision;
 
 use crate::values;
 

@@ -11,8 +11,8 @@ mod values;
 use anyhow::Result;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use feelings_trainer::data::split::SplitOptions;
 use feelings_trainer::data::DataOptions;
-use feelings_trainer::split::SplitOptions;
 
 use bench::BenchArgs;
 use evaluate::{CompareArgs, EvaluateArgs};
@@ -53,7 +53,8 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Print the token-length distribution of a dataset and how much 128/256/512 tokens cut.
     Tokens(TokensArgs),
-    /// Time fine-tuning steps (forward, backward, AdamW) on real reviews of exactly --seq tokens.
+    /// Time fine-tuning steps (forward, backward, AdamW) on real reviews of exactly --seq
+    /// tokens, and a bundle's inference natively and in a wasmtime sandbox, each against its peer.
     Bench(BenchArgs),
     /// Turn a run's best (or chosen) checkpoint into a deployable bundle: model.onnx,
     /// tokenizer.json and feelings.json.
@@ -124,7 +125,7 @@ impl DataArgs {
     }
 }
 
-/// Where to compute.
+/// Where to compute: the device and the CPU threads (train, evaluate, bench).
 #[derive(Args)]
 pub struct HardwareArgs {
     /// `cpu`, or `cuda:N` in a build with the `cuda` feature.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use feelings_core::{Bundle, Classifier};
+use feelings_core::{Bundle, TractClassifier};
 use feelings_trainer::predict::predict_csv;
 
 #[derive(Args)]
@@ -35,8 +35,8 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs) -> Result<()> {
     let bundle = Bundle::read_dir(&args.bundle)
         .with_context(|| format!("bundle {}", args.bundle.display()))?;
-    let classifier =
-        Classifier::new(&bundle).with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let classifier = TractClassifier::new(&bundle)
+        .with_context(|| format!("bundle {}", args.bundle.display()))?;
     let Some(file) = &args.file else {
         let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
         for (text, p) in texts.iter().zip(classifier.classify_batch(&texts)?) {

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use feelings_core::{ReviewEncoder, Truncation};
 use feelings_trainer::data::load_dataset;
+use feelings_trainer::data::tokens;
 use feelings_trainer::model::ModelFiles;
-use feelings_trainer::{progress, tokens};
+use feelings_trainer::progress;
 
 use crate::{set_threads, DataArgs};
 

@@ -9,9 +9,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command};
 use feelings_core::Truncation;
 use feelings_trainer::device;
-use feelings_trainer::optim::AdamWConfig;
-use feelings_trainer::run_dir::{Monitor, RunDir};
-use feelings_trainer::settings::{RunInfo, TrainSettings};
+use feelings_trainer::train::optim::AdamWConfig;
+use feelings_trainer::train::run_dir::{Monitor, RunDir, EPOCH_COLUMNS};
+use feelings_trainer::train::settings::{RunInfo, TrainSettings};
 use feelings_trainer::train::{resume, train, TrainOptions};
 
 use crate::values;
@@ -200,24 +200,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
     let dir = RunDir::open(out)?;
-    println!("epoch  train loss  train acc  val loss  val acc  val F1   val AUC   seconds");
+    println!(" {}", table_row(&EPOCH_COLUMNS.map(String::from)));
     for r in dir.records()? {
         let mark = if Some(r.epoch) == info.best_epoch {
             "*"
         } else {
             " "
         };
-        println!(
-            "{mark}{:<5} {:>10.4} {:>9.2}% {:>9.4} {:>7.2}% {:>7.4} {:>9} {:>8.0}",
-            r.epoch,
-            r.train_loss,
-            100.0 * r.train_accuracy,
-            r.validation.loss,
-            100.0 * r.validation.accuracy,
-            r.validation.f1,
-            r.validation.auc_text(),
-            r.seconds
-        );
+        println!("{mark}{}", table_row(&r.cells()));
     }
     if let Some(test) = &info.test {
         println!(
@@ -233,4 +223,15 @@ fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
     }
     println!("status: {:?}; run folder: {}", info.status, out.display());
     Ok(())
+}
+
+/// One row of the epoch table: the epoch left-aligned, every other column right-aligned under
+/// its header.
+fn table_row(cells: &[String; 8]) -> String {
+    let widths = EPOCH_COLUMNS.map(|c| c.len().max(8));
+    let mut row = format!("{:<5}", cells[0]);
+    for (cell, width) in cells.iter().zip(widths).skip(1) {
+        row.push_str(&format!(" {cell:>width$}"));
+    }
+    row
 }

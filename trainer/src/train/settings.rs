@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use feelings_core::{Labels, Truncation};
 use serde::{Deserialize, Serialize};
 
-use crate::bert::BertConfig;
+use crate::data::split::SplitOptions;
 use crate::data::DataOptions;
-use crate::metrics::Metrics;
-use crate::optim::AdamWConfig;
-use crate::run_dir::Monitor;
-use crate::split::SplitOptions;
+use crate::evaluate::metrics::Metrics;
+use crate::model::bert::BertConfig;
+use crate::train::optim::AdamWConfig;
+use crate::train::run_dir::Monitor;
 
 /// Every setting of a training run; `--resume` reloads them from `run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

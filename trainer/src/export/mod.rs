@@ -1,20 +1,24 @@
 //! Turning a run's checkpoint into a deployable model bundle (`feelings.json`, `model.onnx`,
 //! `tokenizer.json`), checked against candle before it is declared done.
 
+pub mod onnx;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use feelings_core::manifest::{
     Manifest, TrainingSummary, WeightFormat, FORMAT_VERSION, MANIFEST_FILE,
 };
-use feelings_core::{positive_probability, Bundle, Classifier as Core, ReviewEncoder};
+use feelings_core::{is_positive, positive_probability, Bundle, ReviewEncoder, TractClassifier};
 
-use crate::batch::make_batch;
+use crate::data::batch::make_batch;
 use crate::error::{Error, Result};
-use crate::model::{Classifier, Head, ModelFiles};
-use crate::onnx::{export, Precision};
-use crate::run_dir::{read_json, Best, EpochRecord, RunDir, BEST_FILE, CHECKPOINT_FILE, RUN_FILE};
-use crate::settings::RunInfo;
+use crate::export::onnx::{export, Precision};
+use crate::model::{CandleClassifier, Head, ModelFiles};
+use crate::train::run_dir::{
+    read_json, Best, EpochRecord, RunDir, BEST_FILE, CHECKPOINT_FILE, RUN_FILE,
+};
+use crate::train::settings::RunInfo;
 
 /// Reviews the exported model is checked on against candle (see [`check_bundle`]).
 pub const CHECK_REVIEWS: [&str; 4] = [
@@ -38,6 +42,20 @@ pub struct ExportOptions {
     /// Tokens the deployed model reads; the training sequence length if `None`. Positions
     /// beyond the training length keep their pretrained embeddings, not fine-tuned ones.
     pub seq_len: Option<usize>,
+}
+
+impl Default for ExportOptions {
+    /// The best checkpoint, f32 weights, threshold 0.5, named after the output folder, at the
+    /// training sequence length: `feelings export`'s defaults.
+    fn default() -> Self {
+        Self {
+            epoch: None,
+            precision: Precision::F32,
+            threshold: 0.5,
+            name: None,
+            seq_len: None,
+        }
+    }
 }
 
 /// What an export produced.
@@ -96,7 +114,7 @@ pub fn export_bundle(
     let info: RunInfo = read_json(&dir.path().join(RUN_FILE))?;
     let checkpoint = dir.checkpoint(epoch);
     let files = ModelFiles::locate(&checkpoint)?;
-    let model = Classifier::load(&files, &Device::Cpu, Head::FromFile)?;
+    let model = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile)?;
     let settings = &info.settings;
     let max_seq_len = options.seq_len.unwrap_or(settings.seq_len);
     if max_seq_len > model.config().max_position_embeddings {
@@ -242,7 +260,7 @@ pub enum CheckFailure {
         precision: Precision,
     },
     /// A review is decided the other way at the bundle's threshold.
-    #[error("check review {review} is called {} (p(positive) {exported:.4}) where candle calls it {} ({candle:.4}) at the threshold {threshold}", decision(*.exported >= *.threshold), decision(*.candle >= *.threshold))]
+    #[error("check review {review} is called {} (p(positive) {exported:.4}) where candle calls it {} ({candle:.4}) at the threshold {threshold}", decision(is_positive(*.exported, f64::from(*.threshold))), decision(is_positive(*.candle, f64::from(*.threshold))))]
     Decision {
         /// The review's index in the checked batch.
         review: usize,
@@ -307,7 +325,8 @@ pub fn check_logits(
         largest = largest.max(difference);
         let (pc, pe) = (positive_probability(c), positive_probability(e));
         let undecided = ((c[1] - c[0]) - threshold_margin).abs() <= limit;
-        if (pc >= threshold) != (pe >= threshold) && !undecided {
+        let at = f64::from(threshold);
+        if is_positive(pc, at) != is_positive(pe, at) && !undecided {
             return Err(CheckFailure::Decision {
                 review,
                 candle: pc,
@@ -322,8 +341,9 @@ pub fn check_logits(
 /// Runs [`CHECK_REVIEWS`] through `model` (candle) and through `bundle` (tract, as deployed)
 /// and [checks](check_logits) the bundle's logits at its own precision and threshold; returns
 /// the largest logit difference, or [`Error::Check`].
-pub fn check_bundle(model: &Classifier, bundle: &Bundle) -> Result<f32> {
-    let core = Core::new(bundle).map_err(|e| Error::model(MANIFEST_FILE, e.to_string()))?;
+pub fn check_bundle(model: &CandleClassifier, bundle: &Bundle) -> Result<f32> {
+    let core =
+        TractClassifier::new(bundle).map_err(|e| Error::model(MANIFEST_FILE, e.to_string()))?;
     let encoder: &ReviewEncoder = core.encoder();
     let ids: Vec<Vec<u32>> = encoder
         .encode_batch(&CHECK_REVIEWS)?

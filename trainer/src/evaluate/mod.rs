@@ -1,22 +1,30 @@
 //! `feelings evaluate`: a checkpoint (through candle) or a deployed bundle (through tract, the
 //! deployment's inference core) on a held-out subset, with everything the report shows.
 
+pub mod compare;
+pub mod curves;
+pub mod metrics;
+pub mod probabilities;
+pub mod report;
+pub mod svg;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use feelings_core::{Bundle, Labels, ReviewEncoder, Truncation};
+use feelings_core::{is_positive, Bundle, Labels, ReviewEncoder, Truncation};
 use serde::Serialize;
 
-use crate::curves::{threshold_curve, youden_threshold, ThresholdPoint};
+use crate::data::encode::encode_all;
+use crate::data::split::{split, SplitOptions};
 use crate::data::{load_dataset, DataOptions, Example};
 use crate::error::{Error, Result};
-use crate::evaluate::positive_probabilities;
-use crate::metrics::{compute, Metrics};
-use crate::model::{Classifier, Head, ModelFiles};
+use crate::evaluate::curves::{threshold_curve, youden_threshold, ThresholdPoint};
+use crate::evaluate::metrics::{compute, Metrics};
+use crate::evaluate::probabilities::positive_probabilities;
+use crate::model::{CandleClassifier, Head, ModelFiles};
 use crate::progress::bar;
-use crate::run_dir::{read_json, EpochRecord, RunDir, RUN_FILE};
-use crate::settings::RunInfo;
-use crate::split::{split, SplitOptions};
+use crate::train::run_dir::{read_json, EpochRecord, RunDir, RUN_FILE};
+use crate::train::settings::RunInfo;
 
 /// Rows of the most confidently wrong reviews kept for the report.
 const WRONG_SHOWN: usize = 12;
@@ -145,10 +153,10 @@ pub struct Evaluation {
 /// A model that scores token sequences.
 enum Scorer {
     Candle {
-        model: Box<Classifier>,
+        model: Box<CandleClassifier>,
         encoder: Box<ReviewEncoder>,
     },
-    Tract(Box<feelings_core::Classifier>),
+    Tract(Box<feelings_core::TractClassifier>),
 }
 
 impl Scorer {
@@ -167,15 +175,12 @@ impl Scorer {
         options: &EvaluateOptions,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
         let pb = bar(examples.len(), name, "reviews", options.progress);
-        let mut ids = Vec::with_capacity(examples.len());
-        let mut lengths = Vec::with_capacity(examples.len());
-        for chunk in examples.chunks(512) {
-            let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
-            for e in self.encoder().encode_batch(&texts)? {
-                lengths.push(e.full_len);
-                ids.push(e.ids);
-            }
-        }
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let (ids, lengths): (Vec<Vec<u32>>, Vec<usize>) =
+            encode_all(self.encoder(), &texts, |_| {})?
+                .into_iter()
+                .map(|e| (e.ids, e.full_len))
+                .unzip();
         let probs = match self {
             Scorer::Candle { model, encoder } => positive_probabilities(
                 model,
@@ -316,7 +321,7 @@ fn load_run(dir: &Path, options: &EvaluateOptions) -> Result<Loaded> {
         return Err(Error::run(&folder, "no such checkpoint"));
     }
     let files = ModelFiles::locate(&folder)?;
-    let model = Classifier::load(&files, &options.device, Head::FromFile)?;
+    let model = CandleClassifier::load(&files, &options.device, Head::FromFile)?;
     let s = &info.settings;
     let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
     let encoder = ReviewEncoder::from_bytes(&tokenizer, s.seq_len, s.truncation)
@@ -347,8 +352,8 @@ fn load_run(dir: &Path, options: &EvaluateOptions) -> Result<Loaded> {
 
 fn load_bundle(dir: &Path, options: &EvaluateOptions) -> Result<Loaded> {
     let bundle = Bundle::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
-    let classifier =
-        feelings_core::Classifier::new(&bundle).map_err(|e| Error::model(dir, e.to_string()))?;
+    let classifier = feelings_core::TractClassifier::new(&bundle)
+        .map_err(|e| Error::model(dir, e.to_string()))?;
     let manifest = bundle.manifest;
     let data = options.data.clone().ok_or_else(|| {
         Error::Setting(format!(
@@ -396,7 +401,7 @@ fn confidently_wrong(
         .iter()
         .zip(probs)
         .enumerate()
-        .filter(|(_, (e, &p))| (f64::from(p) >= threshold) != (e.label == 1))
+        .filter(|(_, (e, &p))| is_positive(p, threshold) != (e.label == 1))
         .map(|(i, (e, &p))| {
             let sureness = if e.label == 1 {
                 1.0 - f64::from(p)

@@ -1,5 +1,6 @@
 //! Binary classification metrics from predicted probabilities and true labels.
 
+use feelings_core::is_positive;
 use serde::{Deserialize, Serialize};
 
 /// Counts of a binary confusion matrix.
@@ -80,7 +81,7 @@ pub fn compute(probs: &[f32], labels: &[u32], threshold: f64) -> Metrics {
     let mut c = Confusion::default();
     let mut loss = 0.0;
     for (&p, &y) in probs.iter().zip(labels) {
-        let predicted = f64::from(p) >= threshold;
+        let predicted = is_positive(p, threshold);
         match (y == 1, predicted) {
             (true, true) => c.true_positive += 1,
             (true, false) => c.false_negative += 1,

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::evaluate::metrics::Metrics;
 
 /// The settings file of a run.
 pub const RUN_FILE: &str = "run.json";
@@ -50,6 +50,37 @@ pub struct EpochRecord {
     pub validation: Metrics,
     /// Seconds the epoch took, evaluation included.
     pub seconds: f64,
+}
+
+/// The columns of an epoch's summary row, as the terminal table, the log and the report name
+/// them; [`EpochRecord::cells`] gives the values in this order.
+pub const EPOCH_COLUMNS: [&str; 8] = [
+    "epoch",
+    "train loss",
+    "train acc",
+    "val loss",
+    "val acc",
+    "val F1",
+    "val AUC",
+    "seconds",
+];
+
+impl EpochRecord {
+    /// The epoch's summary row, formatted once for every place that shows it (the log line
+    /// after each epoch, `feelings train`'s table, the report's history), in the order of
+    /// [`EPOCH_COLUMNS`].
+    pub fn cells(&self) -> [String; 8] {
+        [
+            self.epoch.to_string(),
+            format!("{:.4}", self.train_loss),
+            format!("{:.2} %", 100.0 * self.train_accuracy),
+            format!("{:.4}", self.validation.loss),
+            format!("{:.2} %", 100.0 * self.validation.accuracy),
+            format!("{:.4}", self.validation.f1),
+            self.validation.auc_text(),
+            format!("{:.0}", self.seconds),
+        ]
+    }
 }
 
 /// Which validation metric picks the best checkpoint and drives early stopping.
@@ -247,7 +278,7 @@ fn is_run_output(path: &Path) -> bool {
         .unwrap_or_default();
     [RUN_FILE, METRICS_FILE, BEST_FILE].contains(&name)
         || name.starts_with("checkpoint-epoch-")
-        || crate::partial::is_partial(name)
+        || crate::train::partial::is_partial(name)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

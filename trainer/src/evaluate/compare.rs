@@ -6,11 +6,11 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, COLUMNS_HEADER};
-use crate::report::{page, METRICS_HEADER};
-use crate::run_dir::{read_json, EpochRecord, RunDir, RUN_FILE};
-use crate::settings::RunInfo;
-use crate::svg::{escape, line_chart, LineChart, Series};
+use crate::evaluate::metrics::{Metrics, COLUMNS_HEADER};
+use crate::evaluate::report::{page, METRICS_HEADER};
+use crate::evaluate::svg::{escape, line_chart, LineChart, Series};
+use crate::train::run_dir::{read_json, EpochRecord, RunDir, RUN_FILE};
+use crate::train::settings::RunInfo;
 
 /// One run as compared.
 #[derive(Debug, Clone)]

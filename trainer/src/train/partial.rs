@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::run_dir::{read_json, write_json};
+use crate::train::run_dir::{read_json, write_json};
 
 /// The folder of the saved partial epoch, inside the run folder.
 pub const PARTIAL_DIR: &str = "partial-epoch";

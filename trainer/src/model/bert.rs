@@ -16,9 +16,9 @@ use candle_core::{Module, Result as CandleResult, Tensor};
 use candle_nn::Embedding;
 use serde::{Deserialize, Serialize};
 
-use crate::dropout::{Dropout, TrainRng};
 use crate::error::{Error, Result};
-use crate::weights::VarLoader;
+use crate::model::dropout::{Dropout, TrainRng};
+use crate::model::weights::VarLoader;
 
 /// The activation of the feed-forward layers (`hidden_act` in config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, xs: &Tensor) -> CandleResult<Tensor> {
-        crate::fused::layer_norm(xs, &self.weight, &self.bias, self.eps)
+        crate::model::fused::layer_norm(xs, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -146,7 +146,7 @@ impl Dense {
                 .reshape((batch, seq, ()))?,
             _ => xs.broadcast_matmul(&self.weight.t()?)?,
         };
-        crate::fused::bias_add(&product, &self.bias)
+        crate::model::fused::bias_add(&product, &self.bias)
     }
 }
 
@@ -243,7 +243,7 @@ impl Layer {
         let q = heads((self.query.forward(xs)? * scale)?)?;
         let k = heads(self.key.forward(xs)?)?;
         let v = heads(self.value.forward(xs)?)?;
-        let probs = crate::fused::masked_softmax(&q.matmul(&k.t()?)?, mask_bias)?;
+        let probs = crate::model::fused::masked_softmax(&q.matmul(&k.t()?)?, mask_bias)?;
         let probs = self.attention_dropout.forward(&probs, rng.as_deref_mut())?;
         let context = probs
             .matmul(&v)?
@@ -255,7 +255,7 @@ impl Layer {
         let xs = self.attention_norm.forward(&(attended + xs)?)?;
         let inner = self.intermediate.forward(&xs)?;
         let inner = match self.activation {
-            Activation::Gelu => crate::fused::gelu_erf(&inner)?,
+            Activation::Gelu => crate::model::fused::gelu_erf(&inner)?,
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,
         };

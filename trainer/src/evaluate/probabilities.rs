@@ -3,14 +3,14 @@
 use candle_core::{Device, D};
 use indicatif::ProgressBar;
 
-use crate::batch::{make_batch, sorted_batches};
+use crate::data::batch::{make_batch, sorted_batches};
 use crate::error::Result;
-use crate::model::Classifier;
+use crate::model::CandleClassifier;
 
 /// The probability of `positive` for every sequence of `ids` (in order), in evaluation mode,
 /// `batch_size` at a time; the bar advances by one per review.
 pub fn positive_probabilities(
-    model: &Classifier,
+    model: &CandleClassifier,
     ids: &[Vec<u32>],
     pad_id: u32,
     batch_size: usize,

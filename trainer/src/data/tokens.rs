@@ -3,6 +3,7 @@
 use feelings_core::ReviewEncoder;
 use serde::Serialize;
 
+use crate::data::encode::encode_all;
 use crate::error::Result;
 
 /// Sequence lengths the report always covers.
@@ -26,18 +27,14 @@ pub struct LengthReport {
 }
 
 /// Tokenizes `texts` in full with `encoder`'s tokenizer and summarises their lengths;
-/// `progress` is called with the number of texts done after each chunk.
+/// `progress` is told the number of texts done after each chunk.
 pub fn length_report(
     encoder: &ReviewEncoder,
     texts: &[&str],
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<LengthReport> {
-    let mut lengths = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(1024) {
-        lengths.extend(encoder.encode_batch(chunk)?.into_iter().map(|e| e.full_len));
-        progress(chunk.len());
-    }
-    Ok(summarise(lengths))
+    let encoded = encode_all(encoder, texts, progress)?;
+    Ok(summarise(encoded.iter().map(|e| e.full_len).collect()))
 }
 
 /// Summarises a list of lengths.

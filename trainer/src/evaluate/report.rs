@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
-use crate::curves::thin;
-use crate::evaluation::Evaluation;
-use crate::metrics::Metrics;
-use crate::svg::{escape, histogram, line_chart, LineChart, Series};
+use crate::evaluate::curves::thin;
+use crate::evaluate::metrics::Metrics;
+use crate::evaluate::svg::{escape, histogram, line_chart, LineChart, Series};
+use crate::evaluate::Evaluation;
+use crate::train::run_dir::EPOCH_COLUMNS;
 
 /// Points per curve drawn (the full curves can have one point per review).
 const CURVE_POINTS: usize = 400;
@@ -118,7 +119,7 @@ fn history(body: &mut String, e: &Evaluation) {
         body.push_str("<p>A bundle keeps no training history; evaluate its run folder to see it (the manifest's training summary is under Settings).</p></section>");
         return;
     }
-    let curve = |f: &dyn Fn(&crate::run_dir::EpochRecord) -> f64| -> Vec<(f64, f64)> {
+    let curve = |f: &dyn Fn(&crate::train::run_dir::EpochRecord) -> f64| -> Vec<(f64, f64)> {
         e.history.iter().map(|r| (r.epoch as f64, f(r))).collect()
     };
     let chart = |title: &str, y: &str, train: Vec<(f64, f64)>, val: Vec<(f64, f64)>| {
@@ -141,7 +142,7 @@ fn history(body: &mut String, e: &Evaluation) {
     };
     let _ = write!(
         body,
-        r#"<div class="charts">{}{}</div><table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>val F1</th><th>seconds</th></tr>"#,
+        r#"<div class="charts">{}{}</div><table><tr>{}</tr>"#,
         chart(
             "Loss",
             "cross-entropy",
@@ -154,6 +155,7 @@ fn history(body: &mut String, e: &Evaluation) {
             curve(&|r| r.train_accuracy),
             curve(&|r| r.validation.accuracy)
         ),
+        EPOCH_COLUMNS.map(|c| format!("<th>{c}</th>")).concat(),
     );
     for r in &e.history {
         let best = if e.best_epoch == Some(r.epoch) {
@@ -161,16 +163,12 @@ fn history(body: &mut String, e: &Evaluation) {
         } else {
             ""
         };
+        let mut cells = r.cells();
+        cells[0].push_str(best);
         let _ = write!(
             body,
-            "<tr><td>{}{best}</td><td>{:.4}</td><td>{:.2} %</td><td>{:.4}</td><td>{:.2} %</td><td>{:.4}</td><td>{:.0}</td></tr>",
-            r.epoch,
-            r.train_loss,
-            100.0 * r.train_accuracy,
-            r.validation.loss,
-            100.0 * r.validation.accuracy,
-            r.validation.f1,
-            r.seconds
+            "<tr>{}</tr>",
+            cells.map(|c| format!("<td>{c}</td>")).concat()
         );
     }
     body.push_str("</table></section>");

@@ -4,16 +4,21 @@
 //! trained with cross-entropy: the layout of Hugging Face's `BertForSequenceClassification`
 //! with `num_labels = 2`, so the positive probability is `softmax(logits)[1]`.
 
+pub mod bert;
+pub mod dropout;
+pub mod fused;
+pub mod weights;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Module, Result as CandleResult, Tensor};
 use candle_nn::{Linear, VarMap};
 use rand::SeedableRng;
 
-use crate::bert::{Bert, BertConfig};
-use crate::dropout::{Dropout, TrainRng};
 use crate::error::{Error, Result};
-use crate::weights::{VarLoader, WeightFile};
+use crate::model::bert::{Bert, BertConfig};
+use crate::model::dropout::{Dropout, TrainRng};
+use crate::model::weights::{VarLoader, WeightFile};
 
 /// Number of classes the head predicts.
 pub const NUM_CLASSES: usize = 2;
@@ -96,7 +101,7 @@ pub enum Head {
 }
 
 /// BERT encoder + drop-out + dense layer over the `[CLS]` hidden state.
-pub struct Classifier {
+pub struct CandleClassifier {
     config: BertConfig,
     bert: Bert,
     dropout: Dropout,
@@ -104,7 +109,7 @@ pub struct Classifier {
     varmap: VarMap,
 }
 
-impl Classifier {
+impl CandleClassifier {
     /// Loads the encoder from `files` and the head as `head` says, as trainable variables on
     /// `device`.
     pub fn load(files: &ModelFiles, device: &Device, head: Head) -> Result<Self> {

@@ -1,0 +1,107 @@
+//! Everything a run reads and checks before its folder is touched: the base model's config and
+//! tokenizer, the data, its split, and the encoded training and validation subsets.
+
+use feelings_core::{Labels, ReviewEncoder};
+use tracing::info;
+
+use crate::data::encode::encode_all;
+use crate::data::split::{split, Splits};
+use crate::data::{load_dataset, Example};
+use crate::error::{Error, Result};
+use crate::model::bert::BertConfig;
+use crate::model::ModelFiles;
+use crate::progress::bar;
+use crate::train::settings::TrainSettings;
+
+/// Encoded reviews ready for batching, with their labels.
+pub(super) struct Encoded {
+    pub ids: Vec<Vec<u32>>,
+    pub labels: Vec<u32>,
+}
+
+/// Everything read and checked before the run folder is touched.
+pub(super) struct Prepared {
+    pub config: BertConfig,
+    pub encoder: ReviewEncoder,
+    pub labels: Labels,
+    pub skipped_empty: usize,
+    pub data_sha256: String,
+    pub splits: Splits,
+    pub train_set: Encoded,
+    pub val_set: Encoded,
+}
+
+/// Reads the model's config and tokenizer and the data, checks that they belong together,
+/// splits the data and encodes the training and validation subsets.
+pub(super) fn prepare(
+    settings: &TrainSettings,
+    files: &ModelFiles,
+    progress: bool,
+) -> Result<Prepared> {
+    let config = files.read_config()?;
+    if settings.seq_len > config.max_position_embeddings {
+        return Err(Error::Setting(format!(
+            "--seq-len {} exceeds the model's max_position_embeddings {} ({})",
+            settings.seq_len,
+            config.max_position_embeddings,
+            files.config.display()
+        )));
+    }
+    let tokenizer_json =
+        std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
+    let encoder = ReviewEncoder::from_bytes(&tokenizer_json, settings.seq_len, settings.truncation)
+        .map_err(|e| Error::model(&files.tokenizer, e.to_string()))?;
+    if encoder.vocab_size() > config.vocab_size {
+        return Err(Error::model(
+            &files.tokenizer,
+            format!(
+                "the tokenizer has {} tokens but the model's embedding has {} rows: they do not belong together",
+                encoder.vocab_size(),
+                config.vocab_size
+            ),
+        ));
+    }
+    let dataset = load_dataset(&settings.data, &settings.columns)?;
+    if dataset.skipped_empty > 0 {
+        info!(
+            "skipped {} rows with an empty text (--strict refuses them)",
+            dataset.skipped_empty
+        );
+    }
+    let data_sha256 = dataset.content_hash();
+    let labels = dataset.labels.clone();
+    let skipped_empty = dataset.skipped_empty;
+    let splits = split(dataset.examples, &settings.split, settings.seed)?;
+    for line in splits.summary() {
+        info!("{line}");
+    }
+    let train_set = encode(&encoder, &splits.train, "train", progress)?;
+    let val_set = encode(&encoder, &splits.validation, "validation", progress)?;
+    Ok(Prepared {
+        config,
+        encoder,
+        labels,
+        skipped_empty,
+        data_sha256,
+        splits,
+        train_set,
+        val_set,
+    })
+}
+
+/// Tokenises one subset, with a progress bar named `name`.
+pub(super) fn encode(
+    encoder: &ReviewEncoder,
+    examples: &[Example],
+    name: &str,
+    progress: bool,
+) -> Result<Encoded> {
+    let pb = bar(examples.len(), name, "reviews tokenised", progress);
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let encoded = encode_all(encoder, &texts, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    Ok(Encoded {
+        ids: encoded.into_iter().map(|e| e.ids).collect(),
+        labels: examples.iter().map(|e| e.label).collect(),
+    })
+}
