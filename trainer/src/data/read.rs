@@ -234,10 +234,11 @@ fn read_acl_imdb(root: &Path, options: &DataOptions) -> Result<Vec<RawRow>> {
     Ok(rows)
 }
 
-/// Maps label values to classes, skipping (or refusing) empty texts.
-fn resolve(path: &Path, rows: Vec<RawRow>, options: &DataOptions) -> Result<Dataset> {
+/// The two classes of `rows`: the positive label and the one other value, or an error naming
+/// the values found.
+fn find_labels(path: &Path, rows: &[RawRow], options: &DataOptions) -> Result<Labels> {
     let mut counts: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
-    for row in &rows {
+    for row in rows {
         counts
             .entry(row.label.as_str())
             .or_insert((0, &row.origin))
@@ -287,10 +288,15 @@ fn resolve(path: &Path, rows: Vec<RawRow>, options: &DataOptions) -> Result<Data
             ))
         }
     };
-    let labels = Labels {
+    Ok(Labels {
         negative,
         positive: options.positive.clone(),
-    };
+    })
+}
+
+/// Maps label values to classes, skipping (or refusing) empty texts.
+fn resolve(path: &Path, rows: Vec<RawRow>, options: &DataOptions) -> Result<Dataset> {
+    let labels = find_labels(path, &rows, options)?;
     let mut examples = Vec::with_capacity(rows.len());
     let mut skipped_empty = 0;
     for row in rows {

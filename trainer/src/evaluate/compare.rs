@@ -190,9 +190,17 @@ pub fn summary_text(c: &Comparison) -> String {
     out
 }
 
-/// The comparison report.
+/// The comparison report: the settings that differ, the per-epoch charts, the final figures.
 pub fn comparison_html(c: &Comparison) -> String {
     let mut body = String::new();
+    settings_table(&mut body, c);
+    epoch_charts(&mut body, c);
+    final_figures(&mut body, c);
+    page("Experiment comparison", &body)
+}
+
+/// The settings that differ between the runs, one row each.
+fn settings_table(body: &mut String, c: &Comparison) {
     body.push_str(r#"<section id="settings"><h2>Settings that differ</h2><table><tr><th class="text">setting</th>"#);
     for r in &c.runs {
         let _ = write!(body, r#"<th class="text">{}</th>"#, escape(&r.name()));
@@ -209,7 +217,10 @@ pub fn comparison_html(c: &Comparison) -> String {
         body.push_str(r#"<tr><td class="text" colspan="9">none</td></tr>"#);
     }
     body.push_str("</table></section>");
+}
 
+/// The runs' validation and training curves, overlaid.
+fn epoch_charts(body: &mut String, c: &Comparison) {
     let overlay = |title: &str, y: &str, get: fn(&EpochRecord) -> f64| {
         line_chart(&LineChart {
             title: title.into(),
@@ -234,7 +245,10 @@ pub fn comparison_html(c: &Comparison) -> String {
         overlay("Training loss", "cross-entropy", |e| e.train_loss),
         overlay("Training accuracy", "accuracy", |e| e.train_accuracy),
     );
+}
 
+/// Each run's final figures, the better run marked on each metric.
+fn final_figures(body: &mut String, c: &Comparison) {
     let best = best_per_metric(c);
     body.push_str(r#"<section id="final"><h2>Final figures</h2><table>"#);
     body.push_str(&METRICS_HEADER.replace(
@@ -278,5 +292,4 @@ pub fn comparison_html(c: &Comparison) -> String {
         );
     }
     body.push_str("</table><p>Highlighted: the better run on each metric.</p></section>");
-    page("Experiment comparison", &body)
 }

@@ -263,26 +263,13 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
     let truth: Vec<u32> = chosen.iter().map(|e| e.label).collect();
     let metrics = compute(&probabilities, &truth, threshold);
     let tuned = if options.tune_threshold {
-        let validation = &splits.validation;
-        // Evaluating the whole validation subset already scored it.
-        let val_probs = if options.subset == Subset::Validation && chosen.len() == validation.len()
-        {
-            probabilities.clone()
-        } else {
-            loaded.scorer.score(validation, "validation", options)?.0
-        };
-        let val_truth: Vec<u32> = validation.iter().map(|e| e.label).collect();
-        let best = youden_threshold(&val_probs, &val_truth).ok_or_else(|| {
-            Error::data(
-                &data.path,
-                "the validation subset has one class only: no threshold to tune",
-            )
-        })?;
-        Some(TunedThreshold {
-            threshold: best,
-            validation_count: validation.len(),
-            metrics: compute(&probabilities, &truth, best),
-        })
+        let scored = (&chosen[..], &probabilities[..], &truth[..]);
+        Some(tune_threshold(
+            &loaded,
+            &splits.validation,
+            scored,
+            options,
+        )?)
     } else {
         None
     };
@@ -305,6 +292,34 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
         settings: loaded.settings,
         probabilities,
         truth,
+    })
+}
+
+/// The threshold Youden's J picks on the validation subset, and the evaluated subset's metrics
+/// at it; `scored` is the evaluated subset with its probabilities and true classes.
+fn tune_threshold(
+    loaded: &Loaded,
+    validation: &[Example],
+    (chosen, probabilities, truth): (&[Example], &[f32], &[u32]),
+    options: &EvaluateOptions,
+) -> Result<TunedThreshold> {
+    // Evaluating the whole validation subset already scored it.
+    let val_probs = if options.subset == Subset::Validation && chosen.len() == validation.len() {
+        probabilities.to_vec()
+    } else {
+        loaded.scorer.score(validation, "validation", options)?.0
+    };
+    let val_truth: Vec<u32> = validation.iter().map(|e| e.label).collect();
+    let best = youden_threshold(&val_probs, &val_truth).ok_or_else(|| {
+        Error::data(
+            &loaded.data.path,
+            "the validation subset has one class only: no threshold to tune",
+        )
+    })?;
+    Ok(TunedThreshold {
+        threshold: best,
+        validation_count: validation.len(),
+        metrics: compute(probabilities, truth, best),
     })
 }
 

@@ -132,6 +132,40 @@ pub fn export_bundle(
         )],
     )?;
     let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
+    let manifest = manifest(
+        &info,
+        epoch,
+        model.config().vocab_size,
+        max_seq_len,
+        out,
+        options,
+    );
+    let bundle = Bundle::new(manifest, onnx, tokenizer);
+    let max_logit_difference = check_bundle(&model, &bundle).map_err(|e| match e {
+        Error::Check(failure) => Error::model(
+            &checkpoint,
+            format!("the exported model fails its check against candle: {failure}; not written"),
+        ),
+        other => other,
+    })?;
+    bundle.write_dir(out).map_err(|e| Error::io(out, e))?;
+    Ok(Exported {
+        bundle,
+        checkpoint,
+        max_logit_difference,
+    })
+}
+
+/// The manifest of a bundle of `epoch` of the run `info` describes, written to `out`.
+fn manifest(
+    info: &RunInfo,
+    epoch: usize,
+    vocab_size: usize,
+    max_seq_len: usize,
+    out: &Path,
+    options: &ExportOptions,
+) -> Manifest {
+    let settings = &info.settings;
     let name = options.name.clone().unwrap_or_else(|| {
         out.file_name().map_or_else(
             || "feelings-model".into(),
@@ -147,14 +181,14 @@ pub fn export_bundle(
         (Some(t), true, Precision::F32) => Some(t.test_metrics()),
         _ => None,
     };
-    let manifest = Manifest {
+    Manifest {
         format_version: FORMAT_VERSION,
         name,
         labels: info.labels.clone(),
         max_seq_len,
         truncation: settings.truncation,
         threshold: options.threshold,
-        vocab_size: model.config().vocab_size,
+        vocab_size,
         weights: match options.precision {
             Precision::F32 => WeightFormat::F32,
             Precision::Int8 => WeightFormat::Int8,
@@ -176,21 +210,7 @@ pub fn export_bundle(
         test_metrics,
         sha256: Default::default(),
         sizes: Default::default(),
-    };
-    let bundle = Bundle::new(manifest, onnx, tokenizer);
-    let max_logit_difference = check_bundle(&model, &bundle).map_err(|e| match e {
-        Error::Check(failure) => Error::model(
-            &checkpoint,
-            format!("the exported model fails its check against candle: {failure}; not written"),
-        ),
-        other => other,
-    })?;
-    bundle.write_dir(out).map_err(|e| Error::io(out, e))?;
-    Ok(Exported {
-        bundle,
-        checkpoint,
-        max_logit_difference,
-    })
+    }
 }
 
 /// The largest difference between a logit of candle and the same logit of the exported model

@@ -320,20 +320,33 @@ fn run_epochs(
             validation,
             seconds: earlier_seconds + epoch_start.elapsed().as_secs_f64(),
         };
-        save_checkpoint(ctx, state, &record)?;
-        let [_, loss, acc, val_loss, val_acc, f1, auc, seconds] = record.cells();
-        info!(
-            "epoch {epoch}/{}: train loss {loss} acc {acc} | validation loss {val_loss} acc {val_acc} F1 {f1} AUC {auc} | {seconds} s",
-            settings.epochs
-        );
-        state.records.push(record);
-        stopped_early = early_stop_due(&state.records, settings);
-        info.epochs_completed = epoch;
-        info.best_epoch = best_of(&state.records, settings.monitor).map(|r| r.epoch);
-        info.wall_seconds = wall();
-        write_json(&ctx.dir.path().join(RUN_FILE), info)?;
+        stopped_early = close_epoch(ctx, state, info, record, wall)?;
     }
     Ok(stopped_early)
+}
+
+/// Keeps a finished epoch: its checkpoint, the log line, the record, `run.json` with the best
+/// epoch so far; returns whether early stopping is now due.
+fn close_epoch(
+    ctx: &RunContext,
+    state: &mut Restored,
+    info: &mut RunInfo,
+    record: EpochRecord,
+    wall: &dyn Fn() -> f64,
+) -> Result<bool> {
+    let settings = ctx.settings;
+    save_checkpoint(ctx, state, &record)?;
+    let [epoch, loss, acc, val_loss, val_acc, f1, auc, seconds] = record.cells();
+    info!(
+        "epoch {epoch}/{}: train loss {loss} acc {acc} | validation loss {val_loss} acc {val_acc} F1 {f1} AUC {auc} | {seconds} s",
+        settings.epochs
+    );
+    info.epochs_completed = record.epoch;
+    state.records.push(record);
+    info.best_epoch = best_of(&state.records, settings.monitor).map(|r| r.epoch);
+    info.wall_seconds = wall();
+    write_json(&ctx.dir.path().join(RUN_FILE), info)?;
+    Ok(early_stop_due(&state.records, settings))
 }
 
 /// Writes the epoch's checkpoint (weights, optimiser, tokenizer and config) and drops the
