@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::sandbox::{SandboxError, Sandboxes};
 
-/// Every timing of one batch size, in milliseconds.
+/// Every timing of one batch size (in milliseconds), with what it was timed on.
 #[derive(Debug, Clone, Serialize)]
 pub struct GuestTimings {
     /// Reviews per call.

@@ -1,5 +1,5 @@
 //! The server side of Movie review feelings: the classifier's WebAssembly component (the
-//! `wasm-app` crate built for wasm32-wasip2) run in wasmtime sandboxes, each with no files, no
+//! inference core, `feelings-core` in `wasm-app/`, built for wasm32-wasip2) run in wasmtime sandboxes, each with no files, no
 //! network and no environment, behind an axum HTTP gateway (`feelings-serve`).
 //!
 //! [`Sandboxes`] pre-initialise the component with a bundle and make instances; a [`Pool`]

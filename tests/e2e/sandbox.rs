@@ -174,6 +174,9 @@ fn feelings_bench_times_the_guest_against_native_with_the_runtimes_benchmark() {
             "{row}"
         );
         assert_eq!(row["peer"], "tract native");
+        // The sandboxes' memory is the guest benchmark's, counted in the row's peak.
+        let guest_peak = row["guest_peak_rss_mib"].as_f64().unwrap();
+        assert!(guest_peak > 0.0 && row["peak_rss_mib"].as_f64().unwrap() >= guest_peak);
     }
 
     let missing = dir.path().join("no-such-bench");

@@ -206,7 +206,7 @@ pub fn time_inference(
 /// Runs one peer script from the peers folder with `args`; returns the JSON line it prints.
 pub fn run_peer(python: &str, peers: &Path, script: &str, args: &[String]) -> Result<Value> {
     let script = peers.join(script);
-    let stdout = run_captured(Command::new(python).arg(&script).args(args), b"", &script)?;
+    let (stdout, _) = run_captured(Command::new(python).arg(&script).args(args), b"", &script)?;
     let line = stdout
         .lines()
         .rev()
@@ -265,7 +265,7 @@ pub fn time_guest(
     let (_, picked) = full_length(core.encoder(), texts, largest * (bench.warmup + bench.runs))?;
     let picked: Vec<&str> = picked.iter().map(|&i| texts[i]).collect();
     let batches: Vec<String> = bench.batches.iter().map(usize::to_string).collect();
-    let stdout = run_captured(
+    let (stdout, stderr) = run_captured(
         Command::new(bench.program)
             .arg("--component")
             .arg(bench.component)
@@ -283,35 +283,23 @@ pub fn time_guest(
     .map_err(|e| match e {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Error::Setting(format!(
-                "{} was not found: build it with `cargo build --release -p feelings-runtime` (it lands next to `feelings`) or name it with --guest-bench",
+                "{} was not found: build it with the profile `feelings` was built with (`cargo build --release -p feelings-runtime` beside target/release/feelings) or name it with --guest-bench",
                 bench.program.display()
             ))
         }
         other => other,
     })?;
-    let failed = |m: String| Error::Setting(format!("{}: {m}", bench.program.display()));
-    let mut rows = Vec::with_capacity(bench.batches.len());
-    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let raw: Value = serde_json::from_str(line).map_err(|e| failed(format!("{e}: {line}")))?;
-        let median_of = |field: &str| -> Result<f64> {
-            let values = raw[field]
-                .as_array()
-                .ok_or_else(|| failed(format!("no {field} in {line}")))?;
-            Ok(median(
-                &values.iter().filter_map(Value::as_f64).collect::<Vec<_>>(),
-            ))
-        };
-        let (guest_ms, native_ms) = (median_of("guest_ms")?, median_of("native_ms")?);
-        rows.push(json!({"what": "infer_wasm", "seq": raw["seq"], "batch": raw["batch"],
-            "ours_ms": guest_ms, "peer": "tract native", "peer_ms": native_ms,
-            "ratio": guest_ms / native_ms, "instantiate_ms": median_of("instantiate_ms")?,
-            "max_score_difference": raw["max_score_difference"], "fresh_call_ms": raw["fresh_call_ms"],
-            "guest_load_ms": raw["guest_load_ms"], "prepare_s": raw["prepare_s"],
-            "prepared_from_cache": raw["prepared_from_cache"]}));
-    }
+    // What the sandbox logged (e.g. a cache it could not use) is the user's to see.
+    eprint!("{stderr}");
+    let rows: Vec<Value> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| guest_row(line, bench.program))
+        .collect::<Result<_>>()?;
     if rows.len() != bench.batches.len() {
-        return Err(failed(format!(
-            "{} rows for {} batch sizes",
+        return Err(Error::Setting(format!(
+            "{}: {} rows for {} batch sizes",
+            bench.program.display(),
             rows.len(),
             bench.batches.len()
         )));
@@ -319,25 +307,56 @@ pub fn time_guest(
     Ok(rows)
 }
 
-/// Runs `command` with `input` on its stdin; returns its stdout, or an error naming `what`
-/// (the script or program) with its stderr.
-fn run_captured(command: &mut Command, input: &[u8], what: &Path) -> Result<String> {
+/// The `infer_wasm` row of one line of the guest benchmark's timings.
+fn guest_row(line: &str, program: &Path) -> Result<Value> {
+    let failed = |m: String| Error::Setting(format!("{}: {m}", program.display()));
+    let raw: Value = serde_json::from_str(line).map_err(|e| failed(format!("{e}: {line}")))?;
+    let median_of = |field: &str| -> Result<f64> {
+        let values = raw[field]
+            .as_array()
+            .ok_or_else(|| failed(format!("no {field} in {line}")))?;
+        Ok(median(
+            &values.iter().filter_map(Value::as_f64).collect::<Vec<_>>(),
+        ))
+    };
+    let (guest_ms, native_ms) = (median_of("guest_ms")?, median_of("native_ms")?);
+    Ok(
+        json!({"what": "infer_wasm", "seq": raw["seq"], "batch": raw["batch"],
+        "ours_ms": guest_ms, "peer": "tract native", "peer_ms": native_ms,
+        "ratio": guest_ms / native_ms, "instantiate_ms": median_of("instantiate_ms")?,
+        "max_score_difference": raw["max_score_difference"], "fresh_call_ms": raw["fresh_call_ms"],
+        "guest_load_ms": raw["guest_load_ms"], "prepare_s": raw["prepare_s"],
+        "prepared_from_cache": raw["prepared_from_cache"], "guest_peak_rss_mib": raw["peak_rss_mib"]}),
+    )
+}
+
+/// Runs `command` with `input` on its stdin (written while its output is read, so neither
+/// side waits on the other); returns its stdout and stderr, or an error naming `what` (the
+/// script or program) with its stderr.
+fn run_captured(command: &mut Command, input: &[u8], what: &Path) -> Result<(String, String)> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io(what, e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).map_err(|e| Error::io(what, e))?;
-    }
-    let out = child.wait_with_output().map_err(|e| Error::io(what, e))?;
+    let stdin = child.stdin.take();
+    let out = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            // A child that exits without reading it all says why on stderr, reported below.
+            let _ = stdin.map(|mut stdin| stdin.write_all(input));
+        });
+        child.wait_with_output()
+    })
+    .map_err(|e| Error::io(what, e))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         return Err(Error::Setting(format!(
-            "{} failed: {}",
+            "{} failed ({}): {}",
             what.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            out.status,
+            stderr.trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use feelings_core::{Bundle, TractClassifier};
 use feelings_runtime::{time_guest, SandboxOptions, Sandboxes};
 use serde_json::json;
+use tracing_subscriber::EnvFilter;
 
 /// Time the classifier component (the server build) in a wasmtime sandbox against the native
 /// core, calls interleaved on the same reviews. Reads a JSON array of review texts on stdin
@@ -44,6 +45,13 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
     feelings_core::set_inference_threads(usize::from(args.threads));
     let mut input = String::new();
     std::io::stdin()
@@ -75,7 +83,22 @@ fn main() -> Result<()> {
         let mut row = serde_json::to_value(&timings)?;
         row["prepare_s"] = json!(prepared.duration.as_secs_f64());
         row["prepared_from_cache"] = json!(prepared.from_cache);
+        row["peak_rss_mib"] = json!(peak_rss_mib());
         println!("{row}");
     }
     Ok(())
+}
+
+/// The peak resident memory of this process so far, in MiB (Linux; `None` elsewhere): the
+/// sandboxes' share of what `feelings bench` reports.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }

@@ -3,7 +3,7 @@
 use feelings_core::ReviewEncoder;
 use serde::Serialize;
 
-use crate::data::encode::encode_all;
+use crate::data::encode::encode_chunks;
 use crate::error::Result;
 
 /// Sequence lengths the report always covers.
@@ -31,10 +31,16 @@ pub struct LengthReport {
 pub fn length_report(
     encoder: &ReviewEncoder,
     texts: &[&str],
-    progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize),
 ) -> Result<LengthReport> {
-    let encoded = encode_all(encoder, texts, progress)?;
-    Ok(summarise(encoded.iter().map(|e| e.full_len).collect()))
+    // Only the lengths are kept, a chunk at a time.
+    let mut lengths = Vec::with_capacity(texts.len());
+    for chunk in encode_chunks(encoder, texts) {
+        let chunk = chunk?;
+        progress(chunk.len());
+        lengths.extend(chunk.iter().map(|e| e.full_len));
+    }
+    Ok(summarise(lengths))
 }
 
 /// Summarises a list of lengths.
