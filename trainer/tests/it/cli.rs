@@ -42,11 +42,7 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
 
     // Stopped on purpose after two steps: the epoch in progress is saved, then resumed.
     let stopped = run(&["--stop-after-steps", "2"]);
-    assert!(
-        stopped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    assert_success(&stopped);
     assert!(String::from_utf8_lossy(&stopped.stdout).contains("status: Running"));
     assert!(out.join("partial-epoch/progress.json").is_file());
 
@@ -59,11 +55,7 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert_success(&resumed);
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(
         stdout.contains("*1") && stdout.contains("test (6 reviews"),
@@ -283,11 +275,7 @@ fn tokens_reports_the_length_distribution() {
         .arg(&model)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["count"], 10);
     assert_eq!(report["truncated_share"][0], serde_json::json!([128, 0.0]));
@@ -333,11 +321,7 @@ fn bench_times_training_steps_at_each_sequence_length() {
         .arg(&model)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -383,11 +367,7 @@ fn export_then_predict_texts_and_a_file() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(
-        trained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trained.stderr)
-    );
+    assert_success(&trained);
     let bundle = dir.path().join("bundle");
     let exported = feelings()
         .arg("export")
@@ -396,11 +376,7 @@ fn export_then_predict_texts_and_a_file() {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(
-        exported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exported.stderr)
-    );
+    assert_success(&exported);
     assert!(String::from_utf8_lossy(&exported.stdout).contains("largest logit difference"));
 
     let one = feelings()
@@ -413,11 +389,7 @@ fn export_then_predict_texts_and_a_file() {
         ])
         .output()
         .unwrap();
-    assert!(
-        one.status.success(),
-        "{}",
-        String::from_utf8_lossy(&one.stderr)
-    );
+    assert_success(&one);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&one.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -440,11 +412,7 @@ fn export_then_predict_texts_and_a_file() {
         .arg(&predictions)
         .output()
         .unwrap();
-    assert!(
-        file.status.success(),
-        "{}",
-        String::from_utf8_lossy(&file.stderr)
-    );
+    assert_success(&file);
     let stderr = String::from_utf8_lossy(&file.stderr);
     assert!(
         stderr.contains("64 reviews classified") && stderr.contains("accuracy against 'sentiment'"),
@@ -483,11 +451,7 @@ fn evaluate_writes_a_report_and_compare_wants_two_runs() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(
-        evaluated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&evaluated.stderr)
-    );
+    assert_success(&evaluated);
     let summary: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
     assert_eq!(summary["engine"], "candle");
     assert_eq!(summary["metrics"]["count"], 10);
@@ -507,11 +471,16 @@ fn evaluate_writes_a_report_and_compare_wants_two_runs() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        two.status.success(),
-        "{}",
-        String::from_utf8_lossy(&two.stderr)
-    );
+    assert_success(&two);
     assert!(String::from_utf8_lossy(&two.stdout).contains("best accuracy: run"));
     assert!(out.is_file());
+}
+
+/// Fails the test with the command's stderr unless it succeeded.
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
