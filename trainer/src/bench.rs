@@ -46,6 +46,18 @@ fn full_length(
     )))
 }
 
+/// Every operator of one full-length review's call, timed over `runs` calls (see
+/// [`TractClassifier::profile`]).
+pub fn profile_inference(
+    core: &TractClassifier,
+    texts: &[&str],
+    runs: usize,
+) -> Result<Vec<feelings_core::profile::OpTime>> {
+    let (ids, _) = full_length(core.encoder(), texts, 1)?;
+    core.profile(&ids[0], runs)
+        .map_err(|e| Error::Setting(format!("profiling the bundle failed: {e}")))
+}
+
 /// Timings of one training configuration, medians over the timed steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTiming {

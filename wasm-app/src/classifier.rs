@@ -91,7 +91,12 @@ impl TractClassifier {
             file: MODEL_FILE.into(),
             reason: format!("{e:#}"),
         };
-        let model = tract_onnx::onnx()
+        let mut onnx = tract_onnx::onnx();
+        onnx.op_register.insert(
+            "DynamicQuantizeLinear",
+            crate::quantize::dynamic_quantize_linear,
+        );
+        let model = onnx
             .with_ignore_output_shapes(true)
             .model_for_proto_model(&proto)
             .and_then(|m| one_review_at_a_time(m, manifest.max_seq_len))
@@ -216,7 +221,7 @@ impl TractClassifier {
     }
 
     /// The plan for a review of `tokens` tokens.
-    fn plan_for(&self, tokens: usize) -> &Arc<TypedRunnableModel> {
+    pub(crate) fn plan_for(&self, tokens: usize) -> &Arc<TypedRunnableModel> {
         #[cfg(not(target_family = "wasm"))]
         if tokens == self.manifest.max_seq_len {
             return &self.full_length_plan;
@@ -240,8 +245,8 @@ impl TractClassifier {
         plan.run(inputs)
     }
 
-    /// One model call on one token sequence (every token attended).
-    fn run(&self, row: &[u32]) -> Result<[f32; 2], ClassifyError> {
+    /// The model's inputs for one token sequence (every token attended).
+    pub(crate) fn inputs(&self, row: &[u32]) -> Result<TVec<TValue>, ClassifyError> {
         let max = self.manifest.max_seq_len;
         if row.is_empty() || row.len() > max {
             return Err(ClassifyError::Inference(format!(
@@ -252,14 +257,20 @@ impl TractClassifier {
         let shape = [1, row.len()];
         let input_ids: Vec<i64> = row.iter().map(|&t| i64::from(t)).collect();
         let fail = |e: TractError| ClassifyError::Inference(format!("{e:#}"));
-        let inputs = tvec!(
+        Ok(tvec!(
             Tensor::from_shape(&shape, &input_ids)
                 .map_err(fail)?
                 .into_tvalue(),
             Tensor::from_shape(&shape, &vec![1i64; row.len()])
                 .map_err(fail)?
                 .into_tvalue(),
-        );
+        ))
+    }
+
+    /// One model call on one token sequence (every token attended).
+    fn run(&self, row: &[u32]) -> Result<[f32; 2], ClassifyError> {
+        let fail = |e: TractError| ClassifyError::Inference(format!("{e:#}"));
+        let inputs = self.inputs(row)?;
         let outputs = self.run_plan(row.len(), inputs).map_err(fail)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(fail)?;
         match logits.as_slice() {

@@ -13,6 +13,8 @@ mod classifier;
 mod encode;
 mod labels;
 pub mod manifest;
+pub mod profile;
+mod quantize;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod wasi;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]

@@ -35,6 +35,10 @@ pub enum WeightFormat {
     /// 8-bit integers with one f32 scale per output channel (per row for the embeddings),
     /// expanded to f32 at load time: a quarter of the download, the same compute.
     Int8,
+    /// The same int8 weights multiplied in integers: every encoder product quantises its
+    /// input to u8 at run time (`DynamicQuantizeLinear`) and runs `MatMulInteger` (the form of
+    /// ONNX Runtime's `quantize_dynamic`); the embeddings and the head stay as at `Int8`.
+    Int8Dynamic,
 }
 
 /// Figures measured on held-out reviews.

@@ -1,14 +1,13 @@
 //! Turning a run's checkpoint into a deployable model bundle (`feelings.json`, `model.onnx`,
 //! `tokenizer.json`), checked against candle before it is declared done.
 
+pub mod from_bundle;
 pub mod onnx;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use feelings_core::manifest::{
-    Manifest, TrainingSummary, WeightFormat, FORMAT_VERSION, MANIFEST_FILE,
-};
+use feelings_core::manifest::{Manifest, TrainingSummary, FORMAT_VERSION, MANIFEST_FILE};
 use feelings_core::{is_positive, positive_probability, Bundle, ReviewEncoder, TractClassifier};
 
 use crate::data::batch::make_batch;
@@ -96,8 +95,8 @@ fn locate(source: &Path, epoch: Option<usize>) -> Result<(RunDir, usize)> {
     Ok((dir, epoch))
 }
 
-/// Exports the checkpoint `source` names (see [`locate`]) as a bundle in `out`, refusing a
-/// folder that holds a bundle unless `overwrite`.
+/// Exports the checkpoint `source` names (see [`locate`]), or the bundle `source` is, as a
+/// bundle in `out`, refusing a folder that holds a bundle unless `overwrite`.
 pub fn export_bundle(
     source: &Path,
     out: &Path,
@@ -110,28 +109,15 @@ pub fn export_bundle(
             "holds a model bundle already: pass --overwrite to replace it",
         ));
     }
+    if source.join(MANIFEST_FILE).is_file() {
+        return reexport_bundle(source, out, options);
+    }
     let (dir, epoch) = locate(source, options.epoch)?;
     let info: RunInfo = read_json(&dir.path().join(RUN_FILE))?;
     let checkpoint = dir.checkpoint(epoch);
     let files = ModelFiles::locate(&checkpoint)?;
     let model = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile)?;
-    let settings = &info.settings;
-    let max_seq_len = options.seq_len.unwrap_or(settings.seq_len);
-    if max_seq_len > model.config().max_position_embeddings {
-        return Err(Error::Setting(format!(
-            "--seq-len {max_seq_len} exceeds the model's max_position_embeddings {}",
-            model.config().max_position_embeddings
-        )));
-    }
-    let onnx = export(
-        &model,
-        options.precision,
-        &[(
-            "feelings.labels",
-            &format!("{},{}", info.labels.negative, info.labels.positive),
-        )],
-    )?;
-    let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
+    let max_seq_len = options.seq_len.unwrap_or(info.settings.seq_len);
     let manifest = manifest(
         &info,
         epoch,
@@ -140,10 +126,69 @@ pub fn export_bundle(
         out,
         options,
     );
+    let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
+    write_checked(&model, manifest, tokenizer, checkpoint, out)
+}
+
+/// Exports the model of the bundle `source` again, at `options.precision`, from the weights
+/// it stores (see [`from_bundle`]): the same name (unless `options.name`), labels, training
+/// summary and sequence length (unless `options.seq_len`), the threshold of `options`; its
+/// test figures are dropped, the weights having changed (`feelings evaluate --record`
+/// measures them again).
+fn reexport_bundle(source: &Path, out: &Path, options: &ExportOptions) -> Result<Exported> {
+    if options.epoch.is_some() {
+        return Err(Error::Setting(format!(
+            "{} is a bundle, which holds one model: --epoch applies to run folders",
+            source.display()
+        )));
+    }
+    let original = Bundle::read_dir(source).map_err(|e| Error::model(source, e.to_string()))?;
+    let folder = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    from_bundle::write_model_folder(&original, folder.path())?;
+    let files = ModelFiles::locate(folder.path())?;
+    let model = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile)?;
+    let manifest = Manifest {
+        name: options
+            .name
+            .clone()
+            .unwrap_or(original.manifest.name.clone()),
+        max_seq_len: options.seq_len.unwrap_or(original.manifest.max_seq_len),
+        threshold: options.threshold,
+        weights: options.precision,
+        test_metrics: None,
+        ..original.manifest.clone()
+    };
+    write_checked(
+        &model,
+        manifest,
+        original.tokenizer,
+        source.to_path_buf(),
+        out,
+    )
+}
+
+/// Writes `model` as ONNX at `manifest.weights` into a bundle in `out`, once its logits pass
+/// [`check_bundle`]; `source` is what the model came from, for messages.
+fn write_checked(
+    model: &CandleClassifier,
+    manifest: Manifest,
+    tokenizer: Vec<u8>,
+    source: PathBuf,
+    out: &Path,
+) -> Result<Exported> {
+    if manifest.max_seq_len > model.config().max_position_embeddings {
+        return Err(Error::Setting(format!(
+            "--seq-len {} exceeds the model's max_position_embeddings {}",
+            manifest.max_seq_len,
+            model.config().max_position_embeddings
+        )));
+    }
+    let labels = format!("{},{}", manifest.labels.negative, manifest.labels.positive);
+    let onnx = export(model, manifest.weights, &[("feelings.labels", &labels)])?;
     let bundle = Bundle::new(manifest, onnx, tokenizer);
-    let max_logit_difference = check_bundle(&model, &bundle).map_err(|e| match e {
+    let max_logit_difference = check_bundle(model, &bundle).map_err(|e| match e {
         Error::Check(failure) => Error::model(
-            &checkpoint,
+            &source,
             format!("the exported model fails its check against candle: {failure}; not written"),
         ),
         other => other,
@@ -151,7 +196,7 @@ pub fn export_bundle(
     bundle.write_dir(out).map_err(|e| Error::io(out, e))?;
     Ok(Exported {
         bundle,
-        checkpoint,
+        checkpoint: source,
         max_logit_difference,
     })
 }
@@ -189,10 +234,7 @@ fn manifest(
         truncation: settings.truncation,
         threshold: options.threshold,
         vocab_size,
-        weights: match options.precision {
-            Precision::F32 => WeightFormat::F32,
-            Precision::Int8 => WeightFormat::Int8,
-        },
+        weights: options.precision,
         training: TrainingSummary {
             // The base model's folder name: the run's absolute path says nothing elsewhere.
             base_model: settings.model.file_name().map_or_else(
@@ -238,7 +280,7 @@ fn manifest(
 pub fn logit_tolerance(precision: Precision) -> f32 {
     match precision {
         Precision::F32 => 1e-3,
-        Precision::Int8 => 0.5,
+        Precision::Int8 | Precision::Int8Dynamic => 0.5,
     }
 }
 
@@ -387,10 +429,7 @@ pub fn check_bundle(model: &CandleClassifier, bundle: &Bundle) -> Result<f32> {
         .into_iter()
         .map(|row| [row[0], row[1]])
         .collect();
-    let precision = match bundle.manifest.weights {
-        WeightFormat::F32 => Precision::F32,
-        WeightFormat::Int8 => Precision::Int8,
-    };
+    let precision = bundle.manifest.weights;
     Ok(check_logits(
         &candle,
         &tract,

@@ -10,6 +10,8 @@
 //! Inputs `input_ids` and `attention_mask` (int64, `[batch, sequence]`, both symbolic); output
 //! `logits` (f32, `[batch, 2]`, `[negative, positive]`).
 
+use std::collections::HashMap;
+
 use candle_core::Tensor;
 use prost::Message;
 use tract_onnx::pb::attribute_proto::AttributeType;
@@ -30,15 +32,9 @@ pub const OPSET: i64 = 17;
 /// The ONNX IR version of the file.
 pub const IR_VERSION: i64 = 8;
 
-/// How the large weight matrices are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// As trained.
-    F32,
-    /// 8-bit integers, one scale per output channel (per row for the word embeddings), turned
-    /// back into f32 by `DequantizeLinear` when the model loads.
-    Int8,
-}
+/// How the large weight matrices are stored and multiplied: the manifest's weight format
+/// (f32, weight-only int8, or int8 with the activations quantised at run time).
+pub use feelings_core::manifest::WeightFormat as Precision;
 
 /// Builds the graph: a list of nodes and initializers with generated value names.
 struct Graph<'a> {
@@ -47,6 +43,9 @@ struct Graph<'a> {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     next: usize,
+    /// At [`Precision::Int8Dynamic`]: each activation already quantised, by name, with the
+    /// names of its u8 values, scale and zero point (Q, K and V share one quantisation).
+    quantized_activations: HashMap<String, [String; 3]>,
 }
 
 fn attr_int(name: &str, value: i64) -> AttributeProto {
@@ -107,17 +106,32 @@ fn fixed(size: i64) -> Dimension {
 impl<'a> Graph<'a> {
     /// Adds a node with one output and returns the output's name.
     fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        let [output] = self.node_with_outputs(op, inputs, attributes);
+        output
+    }
+
+    /// Adds a node with `N` outputs and returns their names.
+    fn node_with_outputs<const N: usize>(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> [String; N] {
         self.next += 1;
-        let output = format!("{}_{}", op.to_lowercase(), self.next);
+        let base = format!("{}_{}", op.to_lowercase(), self.next);
+        let outputs: [String; N] = std::array::from_fn(|i| match i {
+            0 => base.clone(),
+            _ => format!("{base}.{i}"),
+        });
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.clone()],
+            output: outputs.to_vec(),
             name: format!("{op}_{}", self.next),
             op_type: op.into(),
             attribute: attributes,
             ..Default::default()
         });
-        output
+        outputs
     }
 
     fn init(
@@ -177,13 +191,11 @@ impl<'a> Graph<'a> {
         Ok(self.init_f32(name, &[values.len()], &values))
     }
 
-    /// A weight matrix as an initializer, int8 + `DequantizeLinear` at [`Precision::Int8`];
-    /// `axis` is the dimension that keeps one scale per index.
-    fn weight(&mut self, name: &str, transpose: bool, axis: usize) -> Result<String> {
-        let (values, dims) = self.matrix(name, transpose)?;
-        if self.precision == Precision::F32 {
-            return Ok(self.init_f32(name, &dims, &values));
-        }
+    /// A linear layer's weight matrix, transposed to `[in, out]`, as int8 with one scale per
+    /// output channel, turned back into f32 by `DequantizeLinear` (tract folds it at load).
+    fn dequantized(&mut self, name: &str) -> Result<String> {
+        let axis = 1;
+        let (values, dims) = self.matrix(name, true)?;
         let (q, s) = self.quantized(name, &values, dims, axis);
         let channels = dims[axis];
         let z = self.init(
@@ -246,7 +258,7 @@ impl<'a> Graph<'a> {
             g.node("Gather", &[table, "input_ids"], vec![attr_int("axis", 0)])
         };
         if self.precision == Precision::F32 {
-            let table = self.weight(name, false, 0)?;
+            let table = self.vector_matrix(name)?;
             return Ok(gather(self, &table));
         }
         let (values, dims) = self.matrix(name, false)?;
@@ -265,10 +277,40 @@ impl<'a> Graph<'a> {
 
     /// `x W^T + b` for a candle-layout (`[out, in]`) linear layer named `prefix`.
     fn linear(&mut self, x: &str, prefix: &str) -> Result<String> {
-        let w = self.weight(&format!("{prefix}.weight"), true, 1)?;
+        let name = format!("{prefix}.weight");
         let b = self.vector(&format!("{prefix}.bias"))?;
-        let y = self.node("MatMul", &[x, &w], vec![]);
+        // The head's 2 outputs are not worth rounding: it stays weight-only at int8-dynamic.
+        let y = if self.precision == Precision::Int8Dynamic && prefix != "classifier" {
+            self.integer_product(x, &name)?
+        } else {
+            let w = match self.precision {
+                Precision::F32 => self.vector_matrix_transposed(&name)?,
+                Precision::Int8 | Precision::Int8Dynamic => self.dequantized(&name)?,
+            };
+            self.node("MatMul", &[x, &w], vec![])
+        };
         Ok(self.node("Add", &[&y, &b], vec![]))
+    }
+
+    /// `x W^T` computed in integers, the form of ONNX Runtime's `quantize_dynamic`: `x`
+    /// quantised to u8 at run time (`DynamicQuantizeLinear`, one scale per call), `W` stored
+    /// as int8 with one scale per output channel, `MatMulInteger` accumulating in i32, then
+    /// the product of the two scales applied to the f32 result.
+    fn integer_product(&mut self, x: &str, name: &str) -> Result<String> {
+        let [xq, x_scale, x_zero] = match self.quantized_activations.get(x) {
+            Some(q) => q.clone(),
+            None => {
+                let q = self.node_with_outputs("DynamicQuantizeLinear", &[x], vec![]);
+                self.quantized_activations.insert(x.to_string(), q.clone());
+                q
+            }
+        };
+        let (values, dims) = self.matrix(name, true)?;
+        let (wq, w_scale) = self.quantized(name, &values, dims, 1);
+        let y = self.node("MatMulInteger", &[&xq, &wq, &x_zero], vec![]);
+        let y = self.node("Cast", &[&y], vec![attr_int("to", DataType::Float as i64)]);
+        let scale = self.node("Mul", &[&x_scale, &w_scale], vec![]);
+        Ok(self.node("Mul", &[&y, &scale], vec![]))
     }
 
     fn layer_norm(&mut self, x: &str, prefix: &str, eps: f64) -> Result<String> {
@@ -421,6 +463,12 @@ impl<'a> Graph<'a> {
         let (values, dims) = self.matrix(name, false)?;
         Ok(self.init_f32(name, &dims, &values))
     }
+
+    /// A linear layer's weight matrix as plain f32, transposed to `[in, out]`.
+    fn vector_matrix_transposed(&mut self, name: &str) -> Result<String> {
+        let (values, dims) = self.matrix(name, true)?;
+        Ok(self.init_f32(name, &dims, &values))
+    }
 }
 
 /// Serialises `model` as an ONNX file; `metadata` is stored in the model's metadata_props.
@@ -435,6 +483,7 @@ pub fn export(
         nodes: Vec::new(),
         initializers: Vec::new(),
         next: 0,
+        quantized_activations: HashMap::new(),
     };
     graph.build()?;
     // Scalars such as const.one are requested more than once: keep the first of each name.

@@ -626,3 +626,146 @@ fn broken_bundles_are_refused_naming_the_file() {
         "{err}"
     );
 }
+
+/// The operator names of a bundle's ONNX graph, with how often each occurs.
+fn op_counts(bundle: &Bundle) -> std::collections::BTreeMap<String, usize> {
+    use prost::Message;
+    let proto = tract_onnx::pb::ModelProto::decode(&bundle.model[..]).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for node in &proto.graph.unwrap().node {
+        *counts.entry(node.op_type.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Random token sequences of the tiny vocabulary; every fourth fills the model's 32 tokens.
+fn tiny_ids(count: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|i| {
+            let n = if i % 4 == 0 {
+                30
+            } else {
+                rng.random_range(1..30)
+            };
+            let mut seq = vec![2u32];
+            seq.extend((0..n).map(|_| rng.random_range(4..4 + WORDS.len() as u32)));
+            seq.push(3);
+            seq
+        })
+        .collect()
+}
+
+#[test]
+fn an_int8_dynamic_export_multiplies_in_integers_as_onnxruntime_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let out = dir.path().join("bundle-q8");
+    let exported =
+        export_bundle(&run, &out, false, &export_options(Precision::Int8Dynamic)).unwrap();
+    let bundle = Bundle::read_dir(&out).unwrap();
+    assert_eq!(bundle.manifest.weights, Precision::Int8Dynamic);
+    assert!(bundle.manifest.test_metrics.is_none());
+    // Every encoder product in integers: 6 per layer (Q, K, V, attention output, the two
+    // feed-forward ones), the inputs quantised 4 times per layer (Q, K and V share one); the
+    // head stays a float product on int8 weights.
+    let layers = TinyShape::default().layers;
+    let ops = op_counts(&bundle);
+    assert_eq!(ops["MatMulInteger"], 6 * layers, "{ops:?}");
+    assert_eq!(ops["DynamicQuantizeLinear"], 4 * layers, "{ops:?}");
+    assert_eq!(ops["DequantizeLinear"], 1, "{ops:?}");
+    // Same size as the weight-only int8 bundle, checked against candle at int8's tolerance.
+    let limit = logit_tolerance(Precision::Int8Dynamic);
+    assert!(exported.max_logit_difference > 1e-6 && exported.max_logit_difference <= limit);
+
+    let ids = tiny_ids(40, 3);
+    let tract = TractClassifier::new(&bundle).unwrap().logits(&ids).unwrap();
+    let candle = candle_logits(&exported.checkpoint, &ids, 0);
+    let gap = max_gap(&candle, &tract);
+    assert!(gap > 1e-6 && gap < 0.1, "int8-dynamic vs candle: {gap}");
+    // ONNX Runtime quantises the activations the same way and multiplies the same integers,
+    // given one review per call as tract runs them: one scale per tensor, so in a batch the
+    // other reviews' (and the padding's) activations would widen each range.
+    for (row, logits) in ids.iter().zip(&tract).take(5) {
+        if let Some(ort) = onnxruntime_logits(&out.join("model.onnx"), std::slice::from_ref(row), 0)
+        {
+            let gap = max_gap(&ort, &[*logits]);
+            assert!(gap < 1e-4, "int8-dynamic: onnxruntime vs tract: {gap}");
+        }
+    }
+}
+
+#[test]
+fn a_bundle_exports_again_at_another_precision_from_its_own_weights() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let int8 = dir.path().join("int8");
+    export_bundle(&run, &int8, false, &export_options(Precision::Int8)).unwrap();
+    let original = Bundle::read_dir(&int8).unwrap();
+    let ids = tiny_ids(20, 4);
+    let original_logits = TractClassifier::new(&original)
+        .unwrap()
+        .logits(&ids)
+        .unwrap();
+    let int8_values = |bundle: &Bundle| -> Vec<(String, Vec<u8>)> {
+        let proto = tract_onnx::pb::ModelProto::decode(&bundle.model[..]).unwrap();
+        let mut v: Vec<_> = proto
+            .graph
+            .unwrap()
+            .initializer
+            .into_iter()
+            .filter(|t| t.name.ends_with(".int8"))
+            .map(|t| (t.name, t.raw_data))
+            .collect();
+        v.sort();
+        v
+    };
+    for precision in [Precision::F32, Precision::Int8, Precision::Int8Dynamic] {
+        let out = dir.path().join(format!("{precision:?}"));
+        let options = ExportOptions {
+            precision,
+            ..ExportOptions::default()
+        };
+        let again = export_bundle(&int8, &out, false, &options).unwrap();
+        assert_eq!(again.checkpoint, int8, "the source named is the bundle");
+        let bundle = Bundle::read_dir(&out).unwrap();
+        let m = &bundle.manifest;
+        assert_eq!(
+            (m.weights, &m.name, m.max_seq_len),
+            (precision, &original.manifest.name, 32)
+        );
+        assert_eq!(m.training, original.manifest.training);
+        assert!(
+            m.test_metrics.is_none(),
+            "figures of other weights are dropped"
+        );
+        let logits = TractClassifier::new(&bundle).unwrap().logits(&ids).unwrap();
+        let gap = max_gap(
+            &original_logits
+                .iter()
+                .map(|l| l.to_vec())
+                .collect::<Vec<_>>(),
+            &logits,
+        );
+        match precision {
+            // The same int8 values, bit for bit: the same model.
+            Precision::Int8 => {
+                assert_eq!(int8_values(&bundle), int8_values(&original));
+                assert!(gap < 1e-5, "{gap}");
+            }
+            Precision::Int8Dynamic => {
+                assert_eq!(int8_values(&bundle), int8_values(&original));
+                assert!(gap < 0.1, "{gap}");
+            }
+            Precision::F32 => assert!(gap < 1e-5, "the dequantised weights: {gap}"),
+        }
+    }
+    // A bundle has one model: --epoch is refused, naming the bundle.
+    let options = ExportOptions {
+        epoch: Some(1),
+        ..ExportOptions::default()
+    };
+    let err = export_bundle(&int8, &dir.path().join("e"), false, &options).unwrap_err();
+    assert!(err.to_string().contains("is a bundle"), "{err}");
+}

@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// The Python with onnxruntime and tokenizers for the peers.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Also time every operator of one full-length review's call (native tract, --runs
+    /// calls): the kernel and GMAC/s of each matrix product, the time of every other kind of
+    /// operator.
+    #[arg(long, requires = "bundle")]
+    profile: bool,
     /// Print one JSON object per measurement.
     #[arg(long)]
     json: bool,
@@ -201,6 +206,9 @@ fn infer_rows(
         }
         rows.push(row);
     }
+    if args.profile {
+        rows.extend(profile_rows(&core, &texts, args.runs)?);
+    }
     if let Some(wasm) = &args.wasm {
         let program = bench::guest_bench_program(args.guest_bench.as_deref());
         let guest = GuestBench {
@@ -215,6 +223,36 @@ fn infer_rows(
         };
         rows.extend(bench::time_guest(&guest, &core, &texts)?);
     }
+    Ok(rows)
+}
+
+/// `profile_op` rows: each matrix product of the call with its kernel and GMAC/s, then every
+/// other kind of operator with its total, in plan order, each with its share of the call.
+fn profile_rows(core: &TractClassifier, texts: &[&str], runs: usize) -> Result<Vec<Value>> {
+    let ops = bench::profile_inference(core, texts, runs)?;
+    let total: f64 = ops.iter().map(|o| o.seconds).sum();
+    let mut rows: Vec<Value> = Vec::new();
+    let mut others: Vec<(String, f64, usize)> = Vec::new();
+    for op in &ops {
+        if let (Some(kernel), Some(macs)) = (&op.kernel, op.macs) {
+            rows.push(json!({"what": "profile_op", "op": op.op, "node": op.node, "kernel": kernel,
+                             "shape": op.shape, "ms": 1000.0 * op.seconds,
+                             "share": op.seconds / total, "gmac_per_s": macs as f64 / op.seconds / 1e9}));
+        } else if let Some(other) = others.iter_mut().find(|o| o.0 == op.op) {
+            other.1 += op.seconds;
+            other.2 += 1;
+        } else {
+            others.push((op.op.clone(), op.seconds, 1));
+        }
+    }
+    others.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (op, seconds, count) in others {
+        rows.push(
+            json!({"what": "profile_op", "op": op, "nodes": count, "ms": 1000.0 * seconds,
+                         "share": seconds / total}),
+        );
+    }
+    rows.push(json!({"what": "profile_total", "ms": 1000.0 * total}));
     Ok(rows)
 }
 
@@ -254,6 +292,18 @@ fn print_table(rows: &[Value], threads: usize, device: &Device) {
                 f(row, "max_score_difference"), f(row, "prepare_s"),
                 if row["prepared_from_cache"] == true { " (cached)" } else { " (snapshot + compile)" }
             ),
+            Some("profile_op") => match row["kernel"].as_str() {
+                Some(kernel) => println!(
+                    "  product {:<18} {:>6.2} ms {:>5.1} % {:>6.1} GMAC/s  {kernel}",
+                    row["shape"].as_str().unwrap_or(""), f(row, "ms"), 100.0 * f(row, "share"),
+                    f(row, "gmac_per_s")
+                ),
+                None => println!(
+                    "  {:<26} {:>6.2} ms {:>5.1} %  ({} nodes)",
+                    row["op"].as_str().unwrap_or(""), f(row, "ms"), 100.0 * f(row, "share"), row["nodes"]
+                ),
+            },
+            Some("profile_total") => println!("  every operator of one call: {:.1} ms", f(row, "ms")),
             _ => {
                 let peer = match (row["peer_ms"].as_f64(), row["ratio"].as_f64()) {
                     (Some(p), Some(r)) => format!(" | {} {p:.1} ms | ours/peer {r:.2}", row["peer"].as_str().unwrap_or("")),

@@ -11,7 +11,9 @@ use crate::values;
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A run folder (its best checkpoint is exported) or one of its checkpoint-epoch-N folders.
+    /// A run folder (its best checkpoint is exported), one of its checkpoint-epoch-N folders, or
+    /// a bundle (its stored weights exported again, e.g. at another --quantize; its test
+    /// figures are dropped: measure them with `feelings evaluate --record`).
     run: PathBuf,
     /// The bundle folder to write.
     #[arg(long)]
@@ -19,7 +21,9 @@ pub struct ExportArgs {
     /// Export this epoch (numbered from 1) instead of the best one.
     #[arg(long, value_parser = values::positive_count)]
     epoch: Option<usize>,
-    /// Weight storage: f32 as trained, or int8 (a quarter of the size, for the web).
+    /// Weight storage: f32 as trained; int8 (a quarter of the size, computed in f32); or
+    /// int8-dynamic (the same size, every encoder product computed in 8-bit integers with the
+    /// activations quantised at run time: faster, most of all in WebAssembly).
     #[arg(long, value_enum, default_value = "f32")]
     quantize: QuantizeArg,
     /// Probability of positive, from 0 to 1, from which a review is called positive.
@@ -41,6 +45,7 @@ pub struct ExportArgs {
 enum QuantizeArg {
     F32,
     Int8,
+    Int8Dynamic,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
@@ -49,6 +54,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         precision: match args.quantize {
             QuantizeArg::F32 => Precision::F32,
             QuantizeArg::Int8 => Precision::Int8,
+            QuantizeArg::Int8Dynamic => Precision::Int8Dynamic,
         },
         threshold: args.threshold as f32,
         name: args.name,

@@ -1,0 +1,216 @@
+//! A bundle's weights read back as a model folder, so a bundle can be exported again in
+//! another precision (`feelings export BUNDLE --quantize int8-dynamic`) when its run folder is
+//! gone, as for the shipped model.
+//!
+//! The graph is the one [`super::onnx`] writes, so its initializers carry the variables'
+//! names: f32 as they are (linear weights transposed to `[in, out]`), or int8 with a
+//! `.scale` per channel, which is multiplied back. A weight rounded to int8 and read back
+//! rounds to the same int8 again (each channel's largest value is exactly ±127 steps), so
+//! re-exporting an int8 bundle at either int8 precision keeps its int8 values (scales within
+//! a rounding). The
+//! configuration is read from the graph's shapes and attributes. The bundle keeps only token
+//! type 0's embedding, the only one a review uses: type 1 comes back as zeros.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use feelings_core::manifest::{MODEL_FILE, TOKENIZER_FILE};
+use feelings_core::Bundle;
+use prost::Message;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{ModelProto, TensorProto};
+
+use crate::error::{Error, Result};
+use crate::model::bert::{Activation, BertConfig};
+
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+const POSITION_EMBEDDINGS: &str = "embeddings.position_embeddings.weight";
+const TOKEN_TYPE_0: &str = "embeddings.token_type_0";
+
+/// Writes `config.json`, `model.safetensors` and `tokenizer.json` of the model in `bundle`'s
+/// ONNX graph into `dir`, a folder [`crate::model::ModelFiles::locate`] reads.
+pub fn write_model_folder(bundle: &Bundle, dir: &Path) -> Result<()> {
+    let bad = |message: String| Error::model(MODEL_FILE, message);
+    let proto = ModelProto::decode(&bundle.model[..])
+        .map_err(|e| bad(format!("not an ONNX model: {e}")))?;
+    let graph = proto
+        .graph
+        .ok_or_else(|| bad("the ONNX file has no graph".into()))?;
+    let initializers: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let config = read_config(&graph, &initializers).map_err(bad)?;
+    let tensors = read_variables(&initializers, config.hidden_size).map_err(bad)?;
+    let config_json = serde_json::to_vec_pretty(&config).expect("a config serialises");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| Error::io(path, e))
+    };
+    write("config.json", &config_json)?;
+    write(TOKENIZER_FILE, &bundle.tokenizer)?;
+    let weights = dir.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &weights)
+        .map_err(|e| Error::model(&weights, e.to_string()))
+}
+
+/// The encoder's configuration from the graph: sizes from the initializers' shapes, the
+/// layer norm epsilon and the activation from the nodes.
+fn read_config(
+    graph: &tract_onnx::pb::GraphProto,
+    initializers: &HashMap<&str, &TensorProto>,
+) -> std::result::Result<BertConfig, String> {
+    let dims = |name: &str| -> std::result::Result<Vec<usize>, String> {
+        let t = initializers
+            .get(name)
+            .or_else(|| initializers.get(format!("{name}.int8").as_str()))
+            .ok_or_else(|| {
+                format!("no initializer '{name}': not a graph `feelings export` wrote")
+            })?;
+        Ok(t.dims.iter().map(|&d| d as usize).collect())
+    };
+    let words = dims(WORD_EMBEDDINGS)?;
+    let positions = dims(POSITION_EMBEDDINGS)?;
+    let intermediate = dims("encoder.layer.0.intermediate.dense.bias")?;
+    let layers = (0..)
+        .take_while(|l| {
+            initializers.contains_key(format!("encoder.layer.{l}.split_heads").as_str())
+        })
+        .count();
+    let split = initializers
+        .get("encoder.layer.0.split_heads")
+        .ok_or("no initializer 'encoder.layer.0.split_heads'")?;
+    let heads = split
+        .raw_data
+        .chunks_exact(8)
+        .nth(2)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("'encoder.layer.0.split_heads' is not [0, 0, heads, head size]")?;
+    let has = |op: &str| graph.node.iter().any(|n| n.op_type == op);
+    let hidden_act = if has("Erf") {
+        Activation::Gelu
+    } else if has("Tanh") {
+        Activation::GeluNew
+    } else {
+        Activation::Relu
+    };
+    let layer_norm_eps = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "LayerNormalization")
+        .and_then(|n| n.attribute.iter().find(|a| a.name == "epsilon"))
+        .map(|a| f64::from(a.f))
+        .ok_or("no LayerNormalization with an epsilon")?;
+    Ok(BertConfig {
+        vocab_size: words[0],
+        hidden_size: words[1],
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: intermediate[0],
+        hidden_act,
+        hidden_dropout_prob: 0.1,
+        attention_probs_dropout_prob: 0.1,
+        classifier_dropout: None,
+        max_position_embeddings: positions[0],
+        type_vocab_size: 2,
+        layer_norm_eps,
+        initializer_range: 0.02,
+    })
+}
+
+/// Every trained variable by its candle name, in candle's layout.
+fn read_variables(
+    initializers: &HashMap<&str, &TensorProto>,
+    hidden: usize,
+) -> std::result::Result<HashMap<String, Tensor>, String> {
+    let mut tensors = HashMap::new();
+    for (&name, t) in initializers {
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let (variable, values) = if let Some(base) = name.strip_suffix(".int8") {
+            let scale_name = format!("{base}.scale");
+            let scales = initializers
+                .get(scale_name.as_str())
+                .ok_or_else(|| format!("'{name}' has no '{scale_name}'"))?;
+            (base, dequantised(base, t, &f32s(scales)?, &dims)?)
+        } else if name == TOKEN_TYPE_0 {
+            let mut values = f32s(t)?;
+            values.resize(2 * hidden, 0.0);
+            let tensor =
+                Tensor::from_vec(values, (2, hidden), &Device::Cpu).map_err(|e| e.to_string())?;
+            tensors.insert("embeddings.token_type_embeddings.weight".into(), tensor);
+            continue;
+        } else if is_variable(name, t) {
+            (name, f32s(t)?)
+        } else {
+            continue;
+        };
+        let tensor =
+            Tensor::from_vec(values, dims.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
+        // Linear weights are stored as [in, out]; candle keeps [out, in].
+        let tensor = if is_linear_weight(variable) {
+            tensor
+                .t()
+                .and_then(|t| t.contiguous())
+                .map_err(|e| e.to_string())?
+        } else {
+            tensor
+        };
+        tensors.insert(variable.to_string(), tensor);
+    }
+    Ok(tensors)
+}
+
+/// An f32 initializer that is one of the model's variables, not a constant of the graph.
+fn is_variable(name: &str, t: &TensorProto) -> bool {
+    t.data_type == DataType::Float as i32
+        && !name.starts_with("const.")
+        && !name.ends_with(".scale")
+        && (name.ends_with(".weight") || name.ends_with(".bias"))
+}
+
+fn is_linear_weight(name: &str) -> bool {
+    name.ends_with(".weight")
+        && !name.ends_with("LayerNorm.weight")
+        && name != WORD_EMBEDDINGS
+        && name != POSITION_EMBEDDINGS
+}
+
+/// int8 values times their channel's scale: per row for the word embeddings, per column (the
+/// output channel of a transposed linear weight) otherwise.
+fn dequantised(
+    name: &str,
+    t: &TensorProto,
+    scales: &[f32],
+    dims: &[usize],
+) -> std::result::Result<Vec<f32>, String> {
+    let [rows, columns] = dims else {
+        return Err(format!("'{name}.int8' is not a matrix"));
+    };
+    let per_row = name == WORD_EMBEDDINGS;
+    if t.raw_data.len() != rows * columns || scales.len() != if per_row { *rows } else { *columns }
+    {
+        return Err(format!(
+            "'{name}.int8' and its scales do not fit its shape {dims:?}"
+        ));
+    }
+    Ok(t.raw_data
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let channel = if per_row { i / columns } else { i % columns };
+            f32::from(q as i8) * scales[channel]
+        })
+        .collect())
+}
+
+fn f32s(t: &TensorProto) -> std::result::Result<Vec<f32>, String> {
+    if !t.raw_data.len().is_multiple_of(4) {
+        return Err(format!("'{}' is not f32 raw data", t.name));
+    }
+    Ok(t.raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect())
+}
