@@ -240,9 +240,9 @@ impl TractClassifier {
         if let tract_linalg::multithread::Executor::MultiThread(pool) =
             tract_linalg::multithread::current_tract_executor()
         {
-            return pool.install(|| plan.run(inputs));
+            return pool.install(|| run_with_clean_vector_state(plan, inputs));
         }
-        plan.run(inputs)
+        run_with_clean_vector_state(plan, inputs)
     }
 
     /// The model's inputs for one token sequence (every token attended).
@@ -280,6 +280,40 @@ impl TractClassifier {
                 logits.len()
             ))),
         }
+    }
+}
+
+/// Runs `plan`, clearing the upper halves of the vector registers after every operator.
+///
+/// tract's AVX-512 kernels return with those halves in use, and on Intel cores every
+/// SSE-encoded instruction after that (the baseline x86-64 code of tract's other operators,
+/// and of anything the thread runs next: a wasmtime guest's code too) waits on them. Measured
+/// on an Intel Xeon (`feelings bench --threads 1`, issue 17): a 10-token review took 5.9 s in
+/// a wasmtime guest called on the thread that had just run native tract, 26 ms on another.
+fn run_with_clean_vector_state(
+    plan: &Arc<TypedRunnableModel>,
+    inputs: TVec<TValue>,
+) -> TractResult<TVec<TValue>> {
+    let mut state = TypedSimpleState::new(plan)?;
+    state.run_plan_with_eval(inputs, |ctx, op_state, node, input| {
+        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+        clear_upper_vector_state();
+        out
+    })
+}
+
+/// `vzeroupper` where the CPU has AVX; nothing elsewhere.
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        #[target_feature(enable = "avx")]
+        fn zero_upper() {
+            // vzeroupper clears only the upper halves of the vector registers, which no Rust
+            // value lives in across calls.
+            std::arch::x86_64::_mm256_zeroupper()
+        }
+        // SAFETY: AVX was detected just above.
+        unsafe { zero_upper() }
     }
 }
 
