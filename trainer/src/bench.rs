@@ -228,6 +228,43 @@ pub fn run_peer(python: &str, peers: &Path, script: &str, args: &[String]) -> Re
         .map_err(|e| Error::Setting(format!("{}: not one JSON line: {e}", script.display())))
 }
 
+/// What makes ONNX Runtime's own int8 model of a bundle: `quantize_dynamic` (int8 weights,
+/// one scale per channel) of the f32 file given first, written to the second.
+const ORT_QUANTIZE_DYNAMIC: &str = "import sys\n\
+from onnxruntime.quantization import quantize_dynamic, QuantType\n\
+quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8, per_channel=True)\n";
+
+/// ONNX Runtime's own dynamic quantisation of `bundle`'s model, the peer an int8-dynamic
+/// bundle is measured against: the bundle exported again at f32 (from its own weights), then
+/// `quantize_dynamic` run by `python` (onnxruntime and onnx installed), into `dir/model.onnx`
+/// beside the bundle's `tokenizer.json`.
+pub fn ort_quantize_dynamic(python: &str, bundle: &Path, dir: &Path) -> Result<PathBuf> {
+    let f32_dir = dir.join("f32");
+    let options = crate::export::ExportOptions::default();
+    crate::export::export_bundle(bundle, &f32_dir, false, &options)?;
+    let quantized = dir.join("model.onnx");
+    let mut command = Command::new(python);
+    command
+        .arg("-c")
+        .arg(ORT_QUANTIZE_DYNAMIC)
+        .arg(f32_dir.join(feelings_core::manifest::MODEL_FILE))
+        .arg(&quantized);
+    run_captured(
+        &mut command,
+        b"",
+        Path::new("onnxruntime.quantization.quantize_dynamic"),
+    )
+    .map_err(|e| {
+        Error::Setting(format!(
+            "{e} (it needs `{python} -m pip install onnxruntime onnx`)"
+        ))
+    })?;
+    let tokenizer = feelings_core::manifest::TOKENIZER_FILE;
+    std::fs::copy(bundle.join(tokenizer), dir.join(tokenizer))
+        .map_err(|e| Error::io(bundle.join(tokenizer), e))?;
+    Ok(quantized)
+}
+
 /// The runtime's guest benchmark, `feelings-guest-bench`: `explicit` when given, else the one
 /// built next to this executable (`cargo build -p feelings-runtime` puts them side by side),
 /// else whatever `PATH` finds.

@@ -321,11 +321,7 @@ fn bench_times_training_steps_at_each_sequence_length() {
         .arg(&model)
         .output()
         .unwrap();
-    assert_success(&out);
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = json_rows(&out);
     assert_eq!(rows.len(), 2);
     for (row, seq) in rows.iter().zip([6, 8]) {
         assert_eq!(row["what"], "train_step");
@@ -483,4 +479,107 @@ fn assert_success(out: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The JSON lines of a `--json` run that succeeded.
+fn json_rows(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert_success(out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A stand-in for the peers' Python: `-c SCRIPT F32 OUT` (the quantisation) copies the f32
+/// model to OUT; `ort_infer.py MODEL ...` answers 40 ms for OUT's folder `own`, 20 ms for
+/// anything else, as ONNX Runtime's JSON line.
+fn fake_python(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("python");
+    let script = r#"#!/bin/sh
+if [ "$1" = "-c" ]; then cp "$3" "$4"; exit $?; fi
+case "$2" in
+  */model.onnx) [ -f "$(dirname "$2")/feelings.json" ] && ms=20 || ms=40 ;;
+  *) ms=20 ;;
+esac
+echo "{\"median_ms\": $ms, \"version\": \"fake\"}"
+"#;
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn bench_meets_an_int8_dynamic_bundle_with_onnxruntimes_own_quantisation_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
+    let data = dir.path().join("data.csv");
+    let long: Vec<(String, &str)> = reviews(64, 2)
+        .into_iter()
+        .map(|(text, label)| (format!("{text}{}", " and very great".repeat(8)), label))
+        .collect();
+    write_csv(&data, &long);
+    let run = dir.path().join("run");
+    let trained = feelings()
+        .args(["train", "--seq-len", "24", "--epochs", "1", "--data"])
+        .arg(&data)
+        .args(["--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&trained);
+    let bench = |bundle: &std::path::Path| {
+        let out = feelings()
+            .args([
+                "bench",
+                "--json",
+                "--infer-batch",
+                "1",
+                "--runs",
+                "2",
+                "--threads",
+                "1",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--peers")
+            .arg(dir.path())
+            .arg("--python")
+            .arg(fake_python(dir.path()))
+            .output()
+            .unwrap();
+        json_rows(&out)
+    };
+    for (quantize, own) in [("int8", false), ("int8-dynamic", true)] {
+        let bundle = dir.path().join(quantize);
+        let exported = feelings()
+            .arg("export")
+            .arg(&run)
+            .args(["--quantize", quantize, "--out"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert_success(&exported);
+        let rows = bench(&bundle);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let row = &rows[0];
+        let ours = row["ours_ms"].as_f64().unwrap();
+        assert_eq!(row["peer_ms"], 20.0, "{row}");
+        assert!(
+            (row["ratio"].as_f64().unwrap() - ours / 20.0).abs() < 1e-9,
+            "{row}"
+        );
+        if own {
+            // The peer's own quantisation ran on the bundle's f32 export, in its own folder.
+            assert_eq!(row["peer_quantize_dynamic_ms"], 40.0, "{row}");
+            let ratio = row["ratio_quantize_dynamic"].as_f64().unwrap();
+            assert!((ratio - ours / 40.0).abs() < 1e-9, "{row}");
+        } else {
+            assert!(row.get("peer_quantize_dynamic_ms").is_none(), "{row}");
+        }
+    }
 }

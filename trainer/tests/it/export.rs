@@ -109,21 +109,8 @@ fn tiny_model_round_trips_through_onnx_in_tract_and_onnxruntime() {
     assert!(!base.is_empty() && !base.contains('/'), "{base}");
     let core = TractClassifier::new(&bundle).unwrap();
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     // Every fourth review fills the model's 32 tokens: the plan built for exactly that length.
-    let ids: Vec<Vec<u32>> = (0..40)
-        .map(|i| {
-            let n = if i % 4 == 0 {
-                30
-            } else {
-                rng.random_range(0..30)
-            };
-            let mut seq = vec![2u32];
-            seq.extend((0..n).map(|_| rng.random_range(4..4 + WORDS.len() as u32)));
-            seq.push(3);
-            seq
-        })
-        .collect();
+    let ids = tiny_ids(40, 1);
     let tract = core.logits(&ids).unwrap();
     let candle = candle_logits(&exported.checkpoint, &ids, 0);
     assert!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
-use feelings_core::manifest::MODEL_FILE;
+use feelings_core::manifest::{WeightFormat, MODEL_FILE};
 use feelings_core::{Bundle, TractClassifier};
 use feelings_trainer::bench::{self, GuestBench};
 use feelings_trainer::data::{load_dataset, DataOptions, Dataset};
@@ -183,6 +183,16 @@ fn infer_rows(
         .into_iter()
         .map(|(t, _)| t)
         .collect();
+    // An int8-dynamic bundle also meets ONNX Runtime's own int8 form of the same model.
+    let own_quantization = tempfile::tempdir()?;
+    let ort_own = match (&args.peers, core.manifest().weights) {
+        (Some(_), WeightFormat::Int8Dynamic) => Some(bench::ort_quantize_dynamic(
+            &args.python,
+            dir,
+            own_quantization.path(),
+        )?),
+        _ => None,
+    };
     let mut rows = Vec::new();
     for &batch in &args.infer_batch {
         let t = bench::time_inference(&core, &texts, batch, args.warmup, args.runs)?;
@@ -203,6 +213,15 @@ fn infer_rows(
             row["peer"] = format!("onnxruntime {}", peer["version"].as_str().unwrap_or("?")).into();
             row["peer_ms"] = peer_ms.into();
             row["ratio"] = (t.median_ms / peer_ms).into();
+            if let Some(own) = &ort_own {
+                let model = [own.display().to_string()];
+                let peer = run_peer(args, peers, "ort_infer.py", &model, &flags)?;
+                let Some(own_ms) = peer["median_ms"].as_f64() else {
+                    bail!("the ONNX Runtime peer printed no median_ms: {peer}");
+                };
+                row["peer_quantize_dynamic_ms"] = own_ms.into();
+                row["ratio_quantize_dynamic"] = (t.median_ms / own_ms).into();
+            }
         }
         rows.push(row);
     }
@@ -305,10 +324,13 @@ fn print_table(rows: &[Value], threads: usize, device: &Device) {
             },
             Some("profile_total") => println!("  every operator of one call: {:.1} ms", f(row, "ms")),
             _ => {
-                let peer = match (row["peer_ms"].as_f64(), row["ratio"].as_f64()) {
+                let mut peer = match (row["peer_ms"].as_f64(), row["ratio"].as_f64()) {
                     (Some(p), Some(r)) => format!(" | {} {p:.1} ms | ours/peer {r:.2}", row["peer"].as_str().unwrap_or("")),
                     _ => String::new(),
                 };
+                if let (Some(p), Some(r)) = (row["peer_quantize_dynamic_ms"].as_f64(), row["ratio_quantize_dynamic"].as_f64()) {
+                    peer.push_str(&format!(" | its own quantize_dynamic {p:.1} ms | ours/that {r:.2}"));
+                }
                 println!(
                     "inference   seq {:>3} batch {:>2}: tract {:>7.1} ms/call ({:.1} ms/review){peer}",
                     row["seq"], row["batch"], f(row, "ours_ms"), f(row, "ours_ms_per_review")
