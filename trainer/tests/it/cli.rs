@@ -353,17 +353,7 @@ fn export_then_predict_texts_and_a_file() {
     let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
     let data = dir.path().join("data.csv");
     write_csv(&data, &reviews(64, 2));
-    let run = dir.path().join("run");
-    let trained = feelings()
-        .args(["train", "--seq-len", "24", "--epochs", "1", "--data"])
-        .arg(&data)
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&trained);
+    let run = train_one_epoch(dir.path(), &data, &model);
     let bundle = dir.path().join("bundle");
     let exported = feelings()
         .arg("export")
@@ -481,6 +471,26 @@ fn assert_success(out: &std::process::Output) {
     );
 }
 
+/// `feelings train` of `model` on `data` for one epoch at 24 tokens, into `dir/run`.
+fn train_one_epoch(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    model: &std::path::Path,
+) -> std::path::PathBuf {
+    let run = dir.join("run");
+    let trained = feelings()
+        .args(["train", "--seq-len", "24", "--epochs", "1", "--data"])
+        .arg(data)
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&trained);
+    run
+}
+
 /// The JSON lines of a `--json` run that succeeded.
 fn json_rows(out: &std::process::Output) -> Vec<serde_json::Value> {
     assert_success(out);
@@ -519,17 +529,7 @@ fn bench_meets_an_int8_dynamic_bundle_with_onnxruntimes_own_quantisation_too() {
         .map(|(text, label)| (format!("{text}{}", " and very great".repeat(8)), label))
         .collect();
     write_csv(&data, &long);
-    let run = dir.path().join("run");
-    let trained = feelings()
-        .args(["train", "--seq-len", "24", "--epochs", "1", "--data"])
-        .arg(&data)
-        .args(["--model"])
-        .arg(&model)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&trained);
+    let run = train_one_epoch(dir.path(), &data, &model);
     let bench = |bundle: &std::path::Path| {
         let out = feelings()
             .args([

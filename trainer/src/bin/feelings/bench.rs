@@ -184,15 +184,16 @@ fn infer_rows(
         .map(|(t, _)| t)
         .collect();
     // An int8-dynamic bundle also meets ONNX Runtime's own int8 form of the same model.
-    let own_quantization = tempfile::tempdir()?;
-    let ort_own = match (&args.peers, core.manifest().weights) {
-        (Some(_), WeightFormat::Int8Dynamic) => Some(bench::ort_quantize_dynamic(
-            &args.python,
-            dir,
-            own_quantization.path(),
-        )?),
+    // (The folder lives as long as the model in it is timed.)
+    let own_quantization = match (&args.peers, core.manifest().weights) {
+        (Some(_), WeightFormat::Int8Dynamic) => {
+            let folder = tempfile::tempdir()?;
+            let model = bench::ort_quantize_dynamic(&args.python, dir, folder.path())?;
+            Some((folder, model))
+        }
         _ => None,
     };
+    let ort_own = own_quantization.as_ref().map(|(_, model)| model);
     let mut rows = Vec::new();
     for &batch in &args.infer_batch {
         let t = bench::time_inference(&core, &texts, batch, args.warmup, args.runs)?;
@@ -213,7 +214,7 @@ fn infer_rows(
             row["peer"] = format!("onnxruntime {}", peer["version"].as_str().unwrap_or("?")).into();
             row["peer_ms"] = peer_ms.into();
             row["ratio"] = (t.median_ms / peer_ms).into();
-            if let Some(own) = &ort_own {
+            if let Some(own) = ort_own {
                 let model = [own.display().to_string()];
                 let peer = run_peer(args, peers, "ort_infer.py", &model, &flags)?;
                 let Some(own_ms) = peer["median_ms"].as_f64() else {
