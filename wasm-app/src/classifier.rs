@@ -92,10 +92,7 @@ impl TractClassifier {
             reason: format!("{e:#}"),
         };
         let mut onnx = tract_onnx::onnx();
-        onnx.op_register.insert(
-            "DynamicQuantizeLinear",
-            crate::quantize::dynamic_quantize_linear,
-        );
+        crate::ops::register(&mut onnx);
         let model = onnx
             .with_ignore_output_shapes(true)
             .model_for_proto_model(&proto)

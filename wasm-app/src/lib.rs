@@ -13,8 +13,8 @@ mod classifier;
 mod encode;
 mod labels;
 pub mod manifest;
+mod ops;
 pub mod profile;
-mod quantize;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod wasi;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
