@@ -6,7 +6,7 @@
 //!   with weights packed once at load. Natively tract's own products stay: they reach its
 //!   AVX-512 VNNI and AMX kernels, which this one cannot beat.
 
-#[cfg(any(target_family = "wasm", test))]
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), test))]
 mod integer_matmul;
 mod quantize;
 
@@ -14,7 +14,7 @@ mod quantize;
 pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register
         .insert("DynamicQuantizeLinear", quantize::dynamic_quantize_linear);
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     onnx.op_register
         .insert("MatMulInteger", integer_matmul::matmul_integer);
 }
