@@ -16,10 +16,11 @@
 //! tract's bit for bit.
 //!
 //! Measured on MiniLM-L6 at 256 tokens in wasmtime (Intel Xeon, 1 thread): a call 611 ms
-//! with tract's kernel, 219 ms with this one, which takes 60 % of it at about 20 GMAC/s.
+//! with tract's kernel, 186-194 ms with this one, which takes 57 % of it at about 25 GMAC/s.
 //! Cranelift is what holds it there: it keeps some accumulators in memory across each turn
-//! of the loop (see [`UNROLL`]) and after LLVM's scheduling. Tiles of 4×8, 4×4, 3×8, 2×8 and
-//! 1×16 ran 222-297 ms; 2×12 is the fastest.
+//! of the loop (see [`UNROLL`]), and more of them the more steps LLVM schedules together.
+//! With two steps a turn, tiles of 2×8, 2×12, 3×8, 4×8, 5×8, 6×8 and 3×12 ran 186-238 ms;
+//! 4×12 (12 accumulators, 3 weight vectors) 186-190 ms.
 //!
 //! Only WebAssembly builds have it (see [`super::register`]); natively the tests run the same
 //! code on a portable emulation of its four vector operations.
@@ -29,15 +30,20 @@ use std::sync::Arc;
 use tract_onnx::tract_hir::internal::*;
 
 /// Rows (tokens) per tile.
-pub const MR: usize = 2;
+pub const MR: usize = 4;
 /// Columns (output channels) per tile: three vectors of four.
 pub const NR: usize = 12;
-const _: () = assert!(NR.is_multiple_of(4), "a tile's columns are whole vectors of four");
+const _: () = assert!(
+    NR.is_multiple_of(4),
+    "a tile's columns are whole vectors of four"
+);
 /// Pairs of depths per turn of the inner loop, which the weights and activations are padded
 /// to. wasmtime checks its epoch deadline at every loop's back edge and, around the call that
-/// check may make, stores and reloads the accumulators; four steps a turn pay that once per
-/// four (a 256-token MiniLM-L6 call: 246 → 219 ms; eight steps: 221 ms).
-const UNROLL: usize = 4;
+/// check may make, stores and reloads the accumulators: more steps a turn pay that less often,
+/// but LLVM then loads every step's weights first and Cranelift spills those. A 256-token
+/// MiniLM-L6 call, 4×12 tiles: 186-190 ms with two steps, 191 with three; with 2×12 tiles one
+/// step 246 ms, four 219, eight 221.
+const UNROLL: usize = 2;
 
 /// `MatMulInteger`'s builder for [`tract_onnx::Onnx::op_register`].
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -331,12 +337,10 @@ fn tile<L: Vector>(a: &[i16], b: &[i16], pairs: usize) -> [[i32; NR]; MR] {
         }
     };
     for turn in 0..pairs / UNROLL {
-        // Written out: LLVM keeps a loop of four as a loop.
+        // Written out: LLVM keeps a loop of two as a loop.
         let p = turn * UNROLL;
         step(p);
         step(p + 1);
-        step(p + 2);
-        step(p + 3);
     }
     acc.map(|vectors| {
         let lanes = vectors.map(L::lanes);
