@@ -32,6 +32,7 @@ pub(crate) fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions
             instances: 2,
             queue: 32,
             max_batch: 16,
+            ..PoolOptions::default()
         },
         limits,
         access: Access::default(),
@@ -421,6 +422,40 @@ async fn futures_join(handles: impl Iterator<Item = tokio::task::JoinHandle<Valu
         answers.push(handle.await.unwrap());
     }
     answers
+}
+
+/// Each call in a fresh sandbox: the test guest counts its calls ("count"), and every request
+/// sees its first; with `reuse_sandboxes` the count goes on (the probe's two calls included).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_guest_state_outlives_a_request_unless_sandboxes_are_reused() {
+    for reuse in [false, true] {
+        let mut options = options(SandboxOptions::default(), test_limits());
+        options.component = options
+            .component
+            .with_file_name("feelings_fault_guest.wasm");
+        options.pool.instances = 1;
+        options.pool.reuse_sandboxes = reuse;
+        let (state, _) = start(&options).unwrap();
+        let mut scores = Vec::new();
+        for _ in 0..3 {
+            let answer = send(&state, post_json(r#"{"text": "count"}"#)).await;
+            scores.push(answer.json()["score"].as_f64().unwrap());
+        }
+        let calls: Vec<u32> = scores.iter().map(|s| (s * 100.0).round() as u32).collect();
+        if reuse {
+            assert_eq!(calls, [3, 4, 5], "a reused sandbox remembers");
+        } else {
+            assert_eq!(calls, [1, 1, 1], "each request in a fresh sandbox");
+            let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
+            let made: u32 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("feelings_sandbox_instantiations_total "))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("the instantiation counter");
+            // The probed one and one per request, then (perhaps not yet) the next one.
+            assert!((4..=5).contains(&made), "{made} sandboxes made");
+        }
+    }
 }
 
 /// The gateway on the misbehaving test guest (`tests/fault-guest`): "loop" never returns,

@@ -76,6 +76,7 @@ async fn impossible_guest_answers_are_sandbox_failures_and_the_sandbox_is_replac
         instances: 1,
         queue: 64,
         max_batch: 16,
+        ..PoolOptions::default()
     };
     let state = fault_gateway(pool, test_limits());
     for fault in ["short", "nan", "liar"] {
@@ -125,6 +126,7 @@ async fn work_nobody_waits_for_is_dropped_and_the_next_request_is_served_at_once
             instances: 2,
             queue: 64,
             max_batch: 1,
+            ..PoolOptions::default()
         },
         limits,
     );
@@ -194,6 +196,7 @@ async fn single_reviews_are_served_promptly_while_big_batches_flood_alone() {
             instances: 2,
             queue: 1024,
             max_batch: 1,
+            ..PoolOptions::default()
         },
         limits,
     );

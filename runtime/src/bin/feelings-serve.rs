@@ -39,6 +39,11 @@ struct Args {
     /// default, runs one review per call: inside the sandbox a batch is no faster per review.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_batch: u16,
+    /// Keep each sandbox for the next review instead of a fresh one per call (the default:
+    /// no guest state outlives a call; a fresh sandbox costs microseconds to make and its
+    /// first call a few per cent).
+    #[arg(long)]
+    reuse_sandboxes: bool,
     /// The classifier component [default: the one `web/build.sh` builds next to this binary:
     /// <target>/wasm32-wasip2/release/feelings_core.wasm].
     #[arg(long)]
@@ -189,6 +194,7 @@ fn gateway_options(args: &Args) -> Result<GatewayOptions> {
             instances: args.instances.into(),
             queue: args.queue as usize,
             max_batch: args.max_batch.into(),
+            reuse_sandboxes: args.reuse_sandboxes,
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes as usize,

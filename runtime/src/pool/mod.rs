@@ -52,6 +52,9 @@ pub struct PoolOptions {
     /// default, runs one review per call: inside the guest tract is no faster per review on
     /// a batch (measured), and one review per call lets requests take turns finely.
     pub max_batch: usize,
+    /// Keep a sandbox for the next call instead of replacing it with a fresh one after each
+    /// (the default, false: no guest state outlives the call that made it).
+    pub reuse_sandboxes: bool,
 }
 
 impl Default for PoolOptions {
@@ -60,6 +63,7 @@ impl Default for PoolOptions {
             instances: 2,
             queue: 1024,
             max_batch: 1,
+            reuse_sandboxes: false,
         }
     }
 }
@@ -126,6 +130,8 @@ pub(crate) struct Shared {
     /// What a review has been costing a sandbox lately (a moving average), in nanoseconds.
     review_nanos: AtomicU64,
     max_batch: usize,
+    /// Whether a slot keeps its sandbox between calls ([`PoolOptions::reuse_sandboxes`]).
+    reuse_sandboxes: bool,
 }
 
 impl Shared {
@@ -190,10 +196,13 @@ impl Pool {
             live: (0..count).map(|_| AtomicBool::new(true)).collect(),
             review_nanos: AtomicU64::new(cost.as_nanos() as u64),
             max_batch: options.max_batch.max(1),
+            reuse_sandboxes: options.reuse_sandboxes,
         });
         shared.metrics.live_sandboxes.set(count as i64);
         let mut slots = Vec::with_capacity(count);
         for (index, instance) in ready.into_iter().enumerate() {
+            // A probed sandbox has run the probe: only a reusing slot keeps it.
+            let instance = shared.reuse_sandboxes.then_some(instance);
             let slot = Slot::new(index, instance, shared.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("feelings-sandbox-{index}"))

@@ -65,6 +65,10 @@ impl Instances for Factory {
 }
 
 fn pool(factory: &Arc<Factory>, instances: usize, max_batch: usize) -> Pool {
+    pool_with(factory, instances, max_batch, false)
+}
+
+fn pool_with(factory: &Arc<Factory>, instances: usize, max_batch: usize, reuse: bool) -> Pool {
     let check = AnswerCheck {
         labels: Labels::default(),
         threshold: 0.5,
@@ -74,6 +78,7 @@ fn pool(factory: &Arc<Factory>, instances: usize, max_batch: usize) -> Pool {
         instances,
         queue: 1000,
         max_batch,
+        reuse_sandboxes: reuse,
     };
     Pool::start(factory.clone(), &options, check, Arc::new(Metrics::new())).unwrap()
 }
@@ -146,9 +151,30 @@ async fn the_work_of_a_request_nobody_waits_for_is_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_call_gets_a_fresh_sandbox_unless_they_are_reused() {
+    for reuse in [false, true] {
+        let factory = Arc::new(Factory::default());
+        let pool = pool_with(&factory, 1, 1, reuse);
+        for _ in 0..4 {
+            assert_eq!(ask(&pool, texts("fine", 2)).await.unwrap().len(), 2);
+        }
+        // Probed at start; then, fresh, one per call (two reviews, one call each) and the
+        // one made ready after the last, perhaps not yet.
+        let made = factory.made.load(Ordering::SeqCst);
+        if reuse {
+            assert_eq!(made, 1);
+        } else {
+            wait_until("the next sandbox is ready", || {
+                factory.made.load(Ordering::SeqCst) == 10
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn impossible_answers_fail_their_request_and_replace_the_sandbox() {
     let factory = Arc::new(Factory::default());
-    let pool = pool(&factory, 1, 16);
+    let pool = pool_with(&factory, 1, 16, true);
     let made = factory.made.load(Ordering::SeqCst);
     for fault in ["short", "nan", "panic"] {
         let answer = ask(&pool, vec![fault.into(), "fine".into(), "fine".into()]).await;
@@ -197,8 +223,9 @@ async fn requests_batched_with_a_faulty_one_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slot_that_cannot_get_a_sandbox_is_not_ready_until_it_does() {
+    // Reusing: a slot that needs no fresh sandbox keeps serving.
     let factory = Arc::new(Factory::default());
-    let pool = pool(&factory, 2, 1);
+    let pool = pool_with(&factory, 2, 1, true);
     assert!(pool.is_ready());
     factory.broken.store(true, Ordering::SeqCst);
     assert!(ask(&pool, texts("panic", 1)).await.is_err());

@@ -75,15 +75,21 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(index: usize, instance: Box<dyn Instance>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(
+        index: usize,
+        instance: Option<Box<dyn Instance>>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             index,
-            instance: Some(instance),
+            instance,
             shared,
         }
     }
 
-    /// Serves until the pool stops and its queue is empty.
+    /// Serves until the pool stops and its queue is empty. Unless the pool reuses sandboxes,
+    /// each call's sandbox is dropped after it and the next one made before the slot waits,
+    /// so a call never meets state another left.
     pub(super) fn run(mut self) {
         loop {
             if self.instance.is_none() && !self.replace() {
@@ -93,6 +99,9 @@ impl Slot {
                 return;
             };
             self.serve(batch);
+            if !self.shared.reuse_sandboxes {
+                self.instance = None;
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 //! | `short` | answers one prediction too few |
 //! | `nan` | answers a score that is not a number |
 //! | `liar` | labels a 0.25 score positive |
+//! | `count` | scores the first text 0.01 × the calls this instance has answered, this one included |
 //!
 //! and a text `slow N` takes N milliseconds of busy work before its answer (a review that
 //! costs that much). Empty on other targets.
@@ -17,11 +18,15 @@
 mod guest {
     wit_bindgen::generate!({ world: "classifier", path: "../../wasm-app/wit" });
 
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
     use exports::feelings::classifier::classify::{Guest as ClassifyGuest, Prediction};
 
     struct Faulty;
+
+    /// `classify` calls this instance has had: state that only a reused sandbox keeps.
+    static CALLS: AtomicU32 = AtomicU32::new(0);
 
     impl Guest for Faulty {
         fn warm_up() {}
@@ -56,6 +61,7 @@ mod guest {
         }
 
         fn classify(texts: Vec<String>) -> Result<Vec<Prediction>, String> {
+            let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
             let mut answers: Vec<Prediction> = texts
                 .iter()
                 .map(|text| {
@@ -79,6 +85,7 @@ mod guest {
                 }
                 Some("nan") => answers[0].score = f32::NAN,
                 Some("liar") => answers[0].label = "positive".into(),
+                Some("count") => answers[0].score = calls as f32 / 100.0,
                 _ => {}
             }
             Ok(answers)
