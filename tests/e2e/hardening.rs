@@ -385,13 +385,12 @@ async fn readyz_turns_false_while_a_dead_sandbox_cannot_be_replaced_then_true() 
         probe: "probe".into(),
     };
     let metrics = Arc::new(Metrics::new());
-    let pool = Pool::start(
-        flaky.clone(),
-        &PoolOptions::default(),
-        check,
-        metrics.clone(),
-    )
-    .unwrap();
+    // Reusing sandboxes, so the slot that did not fail needs no fresh one to keep serving.
+    let options = PoolOptions {
+        reuse_sandboxes: true,
+        ..PoolOptions::default()
+    };
+    let pool = Pool::start(flaky.clone(), &options, check, metrics.clone()).unwrap();
     let state = Arc::new(AppState {
         pool,
         manifest: bundle.manifest,
