@@ -38,6 +38,14 @@ pub enum ErrorKind {
     SandboxFailed,
     /// The classifier refused the texts.
     ClassifierError,
+    /// The deployment exists and is disabled.
+    Disabled,
+    /// A deployment of that name exists.
+    Exists,
+    /// The uploaded bundle is refused: not a bundle, a wrong sha256, or it does not run.
+    InvalidBundle,
+    /// The registry folder cannot be written.
+    RegistryFailed,
     /// Any other status (produced below the API, e.g. by the static file server).
     Other(StatusCode),
 }
@@ -62,6 +70,10 @@ impl ErrorKind {
             Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Self::SandboxFailed => (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed"),
             Self::ClassifierError => (StatusCode::INTERNAL_SERVER_ERROR, "classifier_error"),
+            Self::Disabled => (StatusCode::CONFLICT, "deployment_disabled"),
+            Self::Exists => (StatusCode::CONFLICT, "deployment_exists"),
+            Self::InvalidBundle => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_bundle"),
+            Self::RegistryFailed => (StatusCode::INTERNAL_SERVER_ERROR, "registry_failed"),
             Self::Other(status) if status.is_server_error() => (*status, "server_error"),
             Self::Other(status) => (*status, "bad_request"),
         }
@@ -93,8 +105,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable code: `malformed_json`, `invalid_request`, `too_many_texts`, `body_too_large`,
     /// `request_timeout`, `unsupported_media_type`, `unauthorized`, `method_not_allowed`,
-    /// `not_found`, `overloaded`, `not_ready`, `timeout`, `sandbox_failed`, `classifier_error`
-    /// (and `bad_request` or `server_error` for any other status).
+    /// `not_found`, `overloaded`, `not_ready`, `timeout`, `sandbox_failed`, `classifier_error`,
+    /// `deployment_disabled`, `deployment_exists`, `invalid_bundle`, `registry_failed` (and
+    /// `bad_request` or `server_error` for any other status).
     pub code: String,
     /// What the problem is.
     pub message: String,

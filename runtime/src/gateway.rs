@@ -1,32 +1,44 @@
-//! Putting a bundle behind the API: reads the bundle and the component, prepares the sandboxes,
-//! starts the pool and checks that the limits can be met. `feelings-serve` is a thin shell
-//! over [`start`] and [`crate::serve`].
+//! Putting deployments behind the API: opens the registry, reads the component, builds the
+//! shared engine, makes the bundle given on the command line the default deployment (checked
+//! and warm) and checks that the limits can be met. `feelings-serve` is a thin shell over
+//! [`start`] and [`crate::serve`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use feelings_core::{Bundle, BundleError, Manifest};
-
 use crate::api::{Access, AppState, Limits};
+use crate::deployments::{DeployError, Deployments, Host, Registry, RegistryError};
+use crate::engine::{function_cache_in, EngineOptions, SandboxEngine};
 use crate::metrics::Metrics;
-use crate::pool::{AnswerCheck, Pool, PoolOptions, ADMISSION_SHARE};
-use crate::{Preparation, SandboxError, SandboxOptions, Sandboxes};
+use crate::pool::{Gate, PoolOptions, ADMISSION_SHARE};
+use crate::{SandboxError, SandboxOptions};
 
 /// Everything the gateway needs besides its address.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    /// The bundle folder made by `feelings export`.
+    /// The bundle folder made by `feelings export`, served as the default deployment.
     pub model: PathBuf,
+    /// The default deployment's name.
+    pub default_name: String,
+    /// The registry folder (deployments and their bundles).
+    pub registry: PathBuf,
     /// The classifier component (the server build made by `web/build.sh`).
     pub component: PathBuf,
-    /// The page served at `/`; `None` serves only the API.
+    /// The web pages' folder; `None` serves only the API.
     pub web_dir: Option<PathBuf>,
     /// How sandboxes are made.
     pub sandbox: SandboxOptions,
-    /// How many, and how much may wait.
+    /// Each deployment's slots and queue (unless its record says otherwise).
     pub pool: PoolOptions,
+    /// Guest calls running at once, all deployments together (their turns are first come,
+    /// first served).
+    pub cores: usize,
+    /// The most sandboxes alive at once, all deployments together.
+    pub max_sandboxes: u32,
+    /// The most bytes of compiled snapshots mapped at once (least recently used idle
+    /// deployments are cooled beyond it).
+    pub budget_bytes: u64,
     /// Request limits.
     pub limits: Limits,
     /// Who may call the API.
@@ -36,9 +48,17 @@ pub struct GatewayOptions {
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The bundle is missing or damaged (the error names the file).
+    /// The registry or a bundle is missing or damaged (the error names the file).
     #[error(transparent)]
-    Bundle(#[from] BundleError),
+    Registry(#[from] RegistryError),
+    /// The default deployment cannot be made.
+    #[error("{path}: {source}")]
+    Default {
+        /// The bundle folder.
+        path: PathBuf,
+        /// Why.
+        source: DeployError,
+    },
     /// The component file cannot be read.
     #[error("{path}: {source} (build it with `bash web/build.sh`, or pass --component)")]
     Component {
@@ -47,7 +67,7 @@ pub enum StartError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The sandboxes cannot be made or do not answer.
+    /// The engine cannot be made.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     /// The limits contradict each other: a request they allow could never be answered.
@@ -55,72 +75,100 @@ pub enum StartError {
     Limits(String),
 }
 
-/// Reads the bundle and the component, prepares the sandboxes (from the cache when it has them),
-/// starts the pool and checks the limits against what a review costs; returns the state for
-/// [`crate::app`] and how the component was prepared.
-pub fn start(options: &GatewayOptions) -> Result<(Arc<AppState>, Preparation), StartError> {
+/// What a deployment's measured cost is checked against: a request the limits allow must be
+/// answerable.
+#[derive(Debug, Clone)]
+pub struct LimitCheck {
+    /// Slots per deployment.
+    pub instances: usize,
+    /// Reviews per guest call.
+    pub max_batch: usize,
+    /// The guest call deadline.
+    pub deadline: Duration,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+impl LimitCheck {
+    /// Refuses limits under which a request that passes every check could still never be
+    /// answered, given `review` (what one full-length review costs a sandbox, measured).
+    pub fn check(&self, review: Duration) -> Result<(), String> {
+        let sandboxes = self.instances.max(1) as u32;
+        let call = review * self.max_batch.max(1) as u32;
+        if self.deadline < call {
+            return Err(format!(
+                "--deadline {:?} is shorter than one guest call of --max-batch {} full-length reviews (about {call:.2?}: {review:.2?} each, measured)",
+                self.deadline, self.max_batch
+            ));
+        }
+        let largest = review * self.limits.max_texts as u32 / sandboxes;
+        if self.limits.timeout.mul_f64(ADMISSION_SHARE) < largest {
+            return Err(format!(
+                "a request of --max-texts {} full-length reviews takes about {largest:.1?} on {sandboxes} sandboxes with nothing else to do ({review:.2?} a review, measured); requests are admitted within two thirds of --timeout {:?}, so it would never be",
+                self.limits.max_texts, self.limits.timeout
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the registry, builds the engine, makes the bundle `options.model` the default
+/// deployment (checked in a sandbox and warm) and checks the limits against what a review
+/// costs; returns the state for [`crate::app`].
+pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
     check_queue(options)?;
-    let bundle = Bundle::read_dir(&options.model)?;
     let wasm = read(&options.component)?;
-    let (sandboxes, prepared) = Sandboxes::new(&wasm, &bundle, &options.sandbox)?;
+    let engine = SandboxEngine::new(&EngineOptions {
+        memory_limit: options.sandbox.memory_limit,
+        max_sandboxes: options.max_sandboxes,
+        function_cache: options.sandbox.cache_dir.as_deref().map(function_cache_in),
+    })?;
     let metrics = Arc::new(Metrics::new());
-    let check = AnswerCheck {
-        labels: bundle.manifest.labels.clone(),
-        threshold: bundle.manifest.threshold,
-        probe: probe_review(&bundle.manifest),
+    let host = Host {
+        engine,
+        wasm: Arc::new(wasm),
+        sandbox: options.sandbox.clone(),
+        pool: PoolOptions {
+            gate: Some(Arc::new(Gate::new(options.cores))),
+            ..options.pool.clone()
+        },
+        metrics: metrics.clone(),
+        budget_bytes: options.budget_bytes,
+        snapshots: Arc::default(),
     };
-    let pool = Pool::start(Arc::new(sandboxes), &options.pool, check, metrics.clone())?;
-    check_limits(options, pool.review_cost())?;
-    let Bundle {
-        manifest,
-        model,
-        tokenizer,
-    } = bundle;
-    let files = [
-        Bytes::from(feelings_core::manifest::to_json(&manifest)),
-        Bytes::from(model),
-        Bytes::from(tokenizer),
-    ];
-    let state = AppState {
-        pool,
-        manifest,
-        files,
+    let registry = Registry::open(&options.registry)?;
+    let mut deployments = Deployments::open(host, registry).map_err(|source| match source {
+        DeployError::Registry(e) => StartError::Registry(e),
+        other => StartError::Default {
+            path: options.registry.clone(),
+            source: other,
+        },
+    })?;
+    let default = deployments
+        .set_default(&options.default_name, &options.model)
+        .map_err(|source| StartError::Default {
+            path: options.model.clone(),
+            source,
+        })?;
+    let checks = LimitCheck {
+        instances: options.pool.instances,
+        max_batch: options.pool.max_batch,
+        deadline: options.sandbox.deadline,
+        limits: options.limits.clone(),
+    };
+    let review = default
+        .warm_now()
+        .map(|warm| warm.pool.review_cost())
+        .unwrap_or_default();
+    checks.check(review).map_err(StartError::Limits)?;
+    Ok(Arc::new(AppState {
+        deployments: Arc::new(deployments),
+        checks,
         web_dir: options.web_dir.clone(),
         limits: options.limits.clone(),
         access: options.access.clone(),
         metrics,
-    };
-    Ok((Arc::new(state), prepared))
-}
-
-/// A review longer than the model reads: what the longest review costs.
-fn probe_review(manifest: &Manifest) -> String {
-    let sentence =
-        "A first review, to check the sandbox and time a review as long as the model reads. ";
-    sentence.repeat(manifest.max_seq_len / 16 + 1)
-}
-
-/// Refuses limits under which a request that passes every check could still never be
-/// answered, given `review` (what one full-length review costs a sandbox, measured).
-pub fn check_limits(options: &GatewayOptions, review: Duration) -> Result<(), StartError> {
-    check_queue(options)?;
-    let (pool, limits) = (&options.pool, &options.limits);
-    let sandboxes = pool.instances.max(1) as u32;
-    let call = review * pool.max_batch.max(1) as u32;
-    if options.sandbox.deadline < call {
-        return Err(StartError::Limits(format!(
-            "--deadline {:?} is shorter than one guest call of --max-batch {} full-length reviews (about {call:.2?}: {review:.2?} each, measured at start)",
-            options.sandbox.deadline, pool.max_batch
-        )));
-    }
-    let largest = review * limits.max_texts as u32 / sandboxes;
-    if limits.timeout.mul_f64(ADMISSION_SHARE) < largest {
-        return Err(StartError::Limits(format!(
-            "a request of --max-texts {} full-length reviews takes about {largest:.1?} on {sandboxes} sandboxes with nothing else to do ({review:.2?} a review, measured at start); requests are admitted within two thirds of --timeout {:?}, so it would never be",
-            limits.max_texts, limits.timeout
-        )));
-    }
-    Ok(())
+    }))
 }
 
 /// The queue must hold the largest request.

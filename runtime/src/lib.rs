@@ -2,14 +2,19 @@
 //! inference core, `feelings-core` in `wasm-app/`, built for wasm32-wasip2) run in wasmtime sandboxes, each with no files, no
 //! network and no environment, behind an axum HTTP gateway (`feelings-serve`).
 //!
-//! [`Sandboxes`] pre-initialise the component with a bundle and make instances; a [`Pool`]
-//! runs a fixed number of them behind a fair queue that admits requests by cost; [`app`] is
-//! the HTTP API over a pool; [`start`] builds all of it from a bundle folder and a component
-//! file; [`serve`] puts the API on a socket with bounded connections. [`time_guest`] times a
+//! A [`SandboxEngine`] is the one wasmtime engine (pooling allocator, epoch timer, compiled
+//! function cache); [`Sandboxes`] pre-initialise the component with a bundle and make
+//! instances; a [`Pool`] runs a number of slots behind a fair queue that admits requests by
+//! cost, each guest call taking its turn at a [`Gate`] shared by every pool; [`Deployments`]
+//! are named bundles kept in a [`Registry`] folder, warm while used and cold (no snapshot
+//! mapped, no sandbox) otherwise; [`app`] is the HTTP API over them; [`start`] builds all of
+//! it; [`serve`] puts the API on a socket with bounded connections. [`time_guest`] times a
 //! sandbox against the native core (`feelings-guest-bench`, run by `feelings bench --wasm`).
 
 mod api;
 mod bench;
+mod deployments;
+mod engine;
 mod error;
 mod gateway;
 mod metrics;
@@ -18,14 +23,19 @@ mod sandbox;
 mod server;
 mod snapshot;
 
-pub use api::{app, Access, ApiDoc, AppState, Classified, Limits};
+pub use api::{app, Access, ApiDoc, AppState, Classified, DeploymentList, Limits};
 pub use bench::{time_guest, GuestTimings};
-pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
-pub use gateway::{check_limits, start, GatewayOptions, StartError};
-pub use metrics::Metrics;
-pub use pool::{
-    AnswerCheck, Instance, Instances, JobError, JobResult, Overloaded, Pool, PoolOptions,
+pub use deployments::{
+    BundleFiles, DeployError, Deployment, DeploymentInfo, Deployments, Host, NewDeployment, Record,
+    Registry, RegistryError, Warm,
 };
-pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes, EPOCH_TICK, MAX_WASM_STACK};
+pub use engine::{function_cache_in, EngineOptions, SandboxEngine, EPOCH_TICK, MAX_WASM_STACK};
+pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
+pub use gateway::{start, GatewayOptions, LimitCheck, StartError};
+pub use metrics::{Metrics, PoolMetrics};
+pub use pool::{
+    AnswerCheck, Gate, Instance, Instances, JobError, JobResult, Overloaded, Pool, PoolOptions,
+};
+pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes};
 pub use server::{listen, reserve_descriptors, serve, ConnectionLimits};
 pub use snapshot::{preinitialise, Preparation};

@@ -3,29 +3,23 @@
 //! a bounded stack and a deadline per call (wall-clock time, enforced by epoch interruption).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use feelings_core::{Bundle, Prediction};
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::engine::SandboxEngine;
 use crate::pool::{Instance, Instances};
 use crate::snapshot::{self, Preparation};
+use crate::EPOCH_TICK;
 
 /// The host side of `wasm-app/wit/feelings.wit`, generated: `component::Classifier` is the
 /// component's exports as wasmtime calls them.
 pub(crate) mod component {
     wasmtime::component::bindgen!({ world: "classifier", path: "../wasm-app/wit" });
 }
-
-/// How often the engine's epoch advances: the granularity of the deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// The most stack a guest may use, in bytes.
-pub const MAX_WASM_STACK: usize = 1 << 20;
 
 /// What can go wrong when building or using a sandbox.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,16 +104,6 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<Guest>, SandboxError> {
     Ok(linker)
 }
 
-/// The engine every sandbox runs on: SIMD, epoch interruption, a bounded stack.
-pub(crate) fn engine() -> Result<Engine, SandboxError> {
-    let mut config = Config::new();
-    config
-        .wasm_simd(true)
-        .epoch_interruption(true)
-        .max_wasm_stack(MAX_WASM_STACK);
-    Engine::new(&config).map_err(component_error)
-}
-
 /// A store for one instance: limited to `memory` bytes, stopped at the epoch deadline.
 pub(crate) fn guest_store(engine: &Engine, memory: usize) -> Store<Guest> {
     let mut store = Store::new(engine, Guest::new(memory));
@@ -152,59 +136,57 @@ impl Default for SandboxOptions {
 
 /// The pre-initialised component for one bundle, ready to instantiate.
 pub struct Sandboxes {
-    engine: Engine,
+    engine: SandboxEngine,
     pre: component::ClassifierPre<Guest>,
     options: SandboxOptions,
-    ticking: Arc<AtomicBool>,
+    image_bytes: u64,
 }
 
 impl Sandboxes {
-    /// Prepares the classifier component (`wasm`, the server build) for `bundle`: the guest
-    /// loads the bundle once, its memory is snapshotted and compiled (or read from the cache).
+    /// Prepares the classifier component (`wasm`, the server build) for `bundle` on `engine`:
+    /// the guest loads the bundle once, its memory is snapshotted and compiled (or read from
+    /// the cache).
     pub fn new(
+        engine: &SandboxEngine,
         wasm: &[u8],
         bundle: &Bundle,
         options: &SandboxOptions,
     ) -> Result<(Self, Preparation), SandboxError> {
-        let engine = engine()?;
         let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
         let (component, preparation) = snapshot::prepare(
-            &engine,
+            engine.engine(),
             wasm,
             bundle,
             &manifest_json,
             options.cache_dir.as_deref(),
         )?;
         let pre = component::ClassifierPre::new(
-            linker(&engine)?
+            linker(engine.engine())?
                 .instantiate_pre(&component)
                 .map_err(component_error)?,
         )
         .map_err(component_error)?;
-        let ticking = Arc::new(AtomicBool::new(true));
-        let (ticker, running) = (engine.clone(), ticking.clone());
-        std::thread::Builder::new()
-            .name("feelings-epoch".into())
-            .spawn(move || {
-                while running.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker.increment_epoch();
-                }
-            })
-            .map_err(|e| SandboxError::Component(format!("cannot start the epoch timer: {e}")))?;
         let sandboxes = Self {
-            engine,
+            engine: engine.clone(),
             pre,
             options: options.clone(),
-            ticking,
+            image_bytes: {
+                let range = component.image_range();
+                (range.end as usize - range.start as usize) as u64
+            },
         };
         Ok((sandboxes, preparation))
+    }
+
+    /// Bytes of the compiled snapshot (its code and its memory image), as mapped.
+    pub fn image_bytes(&self) -> u64 {
+        self.image_bytes
     }
 
     /// A fresh instance, the bundle already loaded; also returns how long it took.
     pub fn instance(&self) -> Result<(Sandbox, Duration), SandboxError> {
         let started = Instant::now();
-        let mut store = guest_store(&self.engine, self.options.memory_limit);
+        let mut store = guest_store(self.engine.engine(), self.options.memory_limit);
         store.set_epoch_deadline(deadline_ticks(self.options.deadline));
         let bindings = self.pre.instantiate(&mut store).map_err(trap)?;
         let sandbox = Sandbox {
@@ -219,12 +201,6 @@ impl Sandboxes {
 impl Instances for Sandboxes {
     fn instance(&self) -> Result<Box<dyn Instance>, SandboxError> {
         Ok(Box::new(Sandboxes::instance(self)?.0))
-    }
-}
-
-impl Drop for Sandboxes {
-    fn drop(&mut self) {
-        self.ticking.store(false, Ordering::Relaxed);
     }
 }
 

@@ -14,7 +14,8 @@ use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
-use crate::sandbox::{component, component_error, engine, guest_store, linker, trap, Guest};
+use crate::engine::{EngineOptions, SandboxEngine};
+use crate::sandbox::{component, component_error, guest_store, linker, trap, Guest};
 use crate::SandboxError;
 
 /// Where the ready-to-run component came from, and what it cost.
@@ -69,7 +70,7 @@ pub(crate) fn prepare(
 
 /// Makes `dir` if needed (mode 0700) and refuses it unless it is this user's and nobody
 /// else may write into it: files in it are loaded as compiled code.
-fn private_dir(dir: &Path) -> Result<(), SandboxError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), SandboxError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let refuse = |why: String| {
         SandboxError::Cache(format!(
@@ -180,7 +181,7 @@ fn store_artifact(file: &Path, component: &Component) -> Result<(), SandboxError
 }
 
 /// Writes a new file readable and writable by this user only, whatever the umask.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -196,7 +197,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// answers without `load`). `feelings-serve --write-component` writes it.
 pub fn preinitialise(wasm: &[u8], bundle: &Bundle) -> Result<Vec<u8>, SandboxError> {
     let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
-    snapshot(&engine()?, wasm, bundle, &manifest_json)
+    let engine = SandboxEngine::new(&EngineOptions::default())?;
+    snapshot(engine.engine(), wasm, bundle, &manifest_json)
 }
 
 /// Instantiates an instrumented copy of the component, loads the bundle and warms up inside it,

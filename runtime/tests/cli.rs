@@ -97,6 +97,7 @@ fn no_cache_folder_without_home_is_an_error_not_a_shared_tmp() {
         .args(["--no-web"])
         .env_remove("HOME")
         .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_DATA_HOME")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);

@@ -20,8 +20,8 @@ fn prepare(cache: &Path) -> Result<feelings_runtime::Preparation, String> {
         cache_dir: Some(cache.to_path_buf()),
         ..SandboxOptions::default()
     };
-    let (sandboxes, prepared) =
-        Sandboxes::new(&fault_guest(), &bundle, &options).map_err(|e| e.to_string())?;
+    let (sandboxes, prepared) = Sandboxes::new(crate::engine(), &fault_guest(), &bundle, &options)
+        .map_err(|e| e.to_string())?;
     let (mut sandbox, _) = sandboxes.instance().unwrap();
     assert_eq!(sandbox.classify(&["fine".into()]).unwrap()[0].score, 0.25);
     Ok(prepared)

@@ -22,6 +22,11 @@ pub(crate) fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
     GatewayOptions {
         model: tiny_bundle().to_path_buf(),
+        default_name: "e2e-tiny-bundle".into(),
+        registry: crate::scratch_dir("registry"),
+        cores: 2,
+        max_sandboxes: 64,
+        budget_bytes: 4 << 30,
         component: target.join("wasm32-wasip2/release/feelings_core.wasm"),
         web_dir: Some(root().join("web")),
         sandbox: SandboxOptions {
@@ -46,6 +51,8 @@ pub(crate) fn test_limits() -> Limits {
         max_chars: 2_000,
         timeout: Duration::from_secs(30),
         body_timeout: Duration::from_secs(10),
+        max_upload_bytes: 64 << 20,
+        ..Limits::default()
     }
 }
 
@@ -53,11 +60,7 @@ pub(crate) fn test_limits() -> Limits {
 pub(crate) fn gateway() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
-        .get_or_init(|| {
-            start(&options(SandboxOptions::default(), test_limits()))
-                .unwrap()
-                .0
-        })
+        .get_or_init(|| start(&options(SandboxOptions::default(), test_limits())).unwrap())
         .clone()
 }
 
@@ -156,7 +159,10 @@ async fn every_endpoint_answers() {
     let page = send(&state, get("/")).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.content_type.starts_with("text/html"));
-    assert!(String::from_utf8_lossy(&page.body).contains("id=\"review\""));
+    let listed = String::from_utf8_lossy(&page.body).to_string();
+    assert!(listed.contains("href=\"/d/e2e-tiny-bundle/\""), "{listed}");
+    let app = send(&state, get("/d/e2e-tiny-bundle/")).await;
+    assert!(String::from_utf8_lossy(&app.body).contains("id=\"review\""));
 
     let one = send(
         &state,
@@ -188,6 +194,8 @@ async fn every_endpoint_answers() {
         "/readyz",
         "/metrics",
         "/model/{file}",
+        "/v1/deployments",
+        "/v1/deployments/{name}/classify",
     ] {
         assert!(
             openapi["paths"][path].is_object(),
@@ -348,7 +356,7 @@ async fn a_guest_past_its_deadline_is_stopped_and_replaced() {
         max_chars: 4_000_000,
         ..test_limits()
     };
-    let (state, _) = start(&options(sandbox, limits)).unwrap();
+    let state = start(&options(sandbox, limits)).unwrap();
     for _ in 0..5 {
         // Tokenising 600,000 words takes the guest far longer than 250 ms.
         let huge =
@@ -367,7 +375,7 @@ async fn a_guest_past_its_deadline_is_stopped_and_replaced() {
     }
     let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
     assert!(
-        metrics.contains("feelings_sandbox_traps_total 5"),
+        metrics.contains("feelings_sandbox_traps_total{deployment=\"e2e-tiny-bundle\"} 5"),
         "{metrics}"
     );
 }
@@ -383,7 +391,7 @@ async fn a_guest_out_of_memory_traps_and_is_replaced() {
         max_chars: 8_000_000,
         ..test_limits()
     };
-    let (state, _) = start(&options(sandbox, limits)).unwrap();
+    let state = start(&options(sandbox, limits)).unwrap();
     let texts = vec!["the movie was great and wonderful ".repeat(200_000); 4];
     let answer = send(&state, post_json(json!({ "texts": texts }).to_string())).await;
     answer.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed");
@@ -435,7 +443,7 @@ async fn no_guest_state_outlives_a_request_unless_sandboxes_are_reused() {
             .with_file_name("feelings_fault_guest.wasm");
         options.pool.instances = 1;
         options.pool.reuse_sandboxes = reuse;
-        let (state, _) = start(&options).unwrap();
+        let state = start(&options).unwrap();
         let mut scores = Vec::new();
         for _ in 0..3 {
             let answer = send(&state, post_json(r#"{"text": "count"}"#)).await;
@@ -449,7 +457,11 @@ async fn no_guest_state_outlives_a_request_unless_sandboxes_are_reused() {
             let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
             let made: u32 = metrics
                 .lines()
-                .find_map(|l| l.strip_prefix("feelings_sandbox_instantiations_total "))
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "feelings_sandbox_instantiations_total{deployment=\"e2e-tiny-bundle\"} ",
+                    )
+                })
                 .and_then(|n| n.trim().parse().ok())
                 .expect("the instantiation counter");
             // The probed one and one per request, then (perhaps not yet) the next one.
@@ -462,7 +474,8 @@ async fn no_guest_state_outlives_a_request_unless_sandboxes_are_reused() {
 /// "eat" allocates until the memory cap.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_that_loops_forever_or_eats_memory_is_stopped_and_replaced() {
-    let deadline = Duration::from_millis(300);
+    // Long enough for the eater to reach the cap on a loaded machine.
+    let deadline = Duration::from_millis(600);
     let sandbox = SandboxOptions {
         deadline,
         memory_limit: 64 << 20,
@@ -472,7 +485,7 @@ async fn a_guest_that_loops_forever_or_eats_memory_is_stopped_and_replaced() {
     options.component = options
         .component
         .with_file_name("feelings_fault_guest.wasm");
-    let (state, _) = start(&options).unwrap();
+    let state = start(&options).unwrap();
     for _ in 0..3 {
         let started = Instant::now();
         let answer = send(&state, post_json(r#"{"text": "loop"}"#)).await;
@@ -497,7 +510,7 @@ async fn a_guest_that_loops_forever_or_eats_memory_is_stopped_and_replaced() {
     }
     let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
     assert!(
-        metrics.contains("feelings_sandbox_traps_total 6"),
+        metrics.contains("feelings_sandbox_traps_total{deployment=\"e2e-tiny-bundle\"} 6"),
         "{metrics}"
     );
 }

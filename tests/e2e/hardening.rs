@@ -10,8 +10,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use feelings_core::{Bundle, Labels, Prediction};
 use feelings_runtime::{
-    start, Access, AnswerCheck, AppState, Instance, Instances, Limits, Metrics, Pool, PoolOptions,
-    SandboxError, SandboxOptions,
+    start, Access, AnswerCheck, AppState, Deployments, Instance, Instances, LimitCheck, Limits,
+    Metrics, Pool, PoolOptions, SandboxError, SandboxOptions,
 };
 use serde_json::json;
 
@@ -25,7 +25,7 @@ fn fault_gateway(pool: PoolOptions, limits: Limits) -> Arc<AppState> {
         .component
         .with_file_name("feelings_fault_guest.wasm");
     options.pool = pool;
-    start(&options).unwrap().0
+    start(&options).unwrap()
 }
 
 fn texts(text: &str, n: usize) -> String {
@@ -102,7 +102,7 @@ async fn impossible_guest_answers_are_sandbox_failures_and_the_sandbox_is_replac
     // Per fault: one fresh sandbox after the single review; two after the batch (the shared
     // call, then the faulty review alone).
     assert!(
-        metrics.contains("feelings_sandbox_traps_total 9"),
+        metrics.contains("feelings_sandbox_traps_total{deployment=\"e2e-tiny-bundle\"} 9"),
         "{metrics}"
     );
 }
@@ -174,7 +174,10 @@ async fn work_nobody_waits_for_is_dropped_and_the_next_request_is_served_at_once
         "{after_disconnect:?}"
     );
     let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
-    assert!(metrics.contains("feelings_abandoned_total 4"), "{metrics}");
+    assert!(
+        metrics.contains("feelings_abandoned_total{deployment=\"e2e-tiny-bundle\"} 4"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -251,9 +254,10 @@ async fn the_api_key_cors_and_the_body_timeout() {
     );
     options.access = Access {
         api_key: Some("a-key-of-twenty-chars".into()),
+        admin_key: None,
         cors_origins: vec!["https://reviews.example".parse().unwrap()],
     };
-    let state = start(&options).unwrap().0;
+    let state = start(&options).unwrap();
     let keyless = send(&state, post_json(r#"{"text": "fine"}"#)).await;
     keyless.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     let wrong = Request::post("/v1/classify")
@@ -385,16 +389,28 @@ async fn readyz_turns_false_while_a_dead_sandbox_cannot_be_replaced_then_true() 
         probe: "probe".into(),
     };
     let metrics = Arc::new(Metrics::new());
+    let gateway = options(SandboxOptions::default(), test_limits());
     // Reusing sandboxes, so the slot that did not fail needs no fresh one to keep serving.
     let options = PoolOptions {
         reuse_sandboxes: true,
         ..PoolOptions::default()
     };
-    let pool = Pool::start(flaky.clone(), &options, check, metrics.clone()).unwrap();
+    let pool = Pool::start(
+        flaky.clone(),
+        &options,
+        check,
+        metrics.deployment("fake"),
+        None,
+    )
+    .unwrap();
     let state = Arc::new(AppState {
-        pool,
-        manifest: bundle.manifest,
-        files: [Bytes::new(), Bytes::new(), Bytes::new()],
+        deployments: Arc::new(Deployments::pinned("fake", bundle.manifest, pool, &metrics)),
+        checks: LimitCheck {
+            instances: 2,
+            max_batch: 1,
+            deadline: gateway.sandbox.deadline,
+            limits: test_limits(),
+        },
         web_dir: None,
         limits: test_limits(),
         access: Access::default(),

@@ -1,17 +1,20 @@
 //! End-to-end tests across the pieces, one test binary.
 
 mod cache;
+mod deployments;
 mod gateway;
 mod hardening;
 mod parity;
 mod sandbox;
 mod serve;
+mod web_apps;
 mod web_page;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use feelings_runtime::{EngineOptions, SandboxEngine};
 use feelings_trainer::fixtures;
 
 /// The repository root.
@@ -40,6 +43,22 @@ fn tiny_bundle() -> &'static Path {
         })
         .unwrap()
     })
+}
+
+/// A new, empty folder under the target folder's temporary space, kept after the test (a
+/// registry, a cache).
+fn scratch_dir(what: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(what)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep()
+}
+
+/// One sandbox engine for the tests that make sandboxes themselves.
+fn engine() -> &'static SandboxEngine {
+    static ENGINE: OnceLock<SandboxEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| SandboxEngine::new(&EngineOptions::default()).unwrap())
 }
 
 /// The target folder the tests are built in.

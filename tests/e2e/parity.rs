@@ -109,7 +109,8 @@ fn agree(precision: Precision, count: usize) {
         cache_dir: Some(cache),
         ..SandboxOptions::default()
     };
-    let (sandboxes, prepared) = Sandboxes::new(&component(), &bundle, &options).unwrap();
+    let (sandboxes, prepared) =
+        Sandboxes::new(crate::engine(), &component(), &bundle, &options).unwrap();
     let (mut sandbox, instantiate) = sandboxes.instance().unwrap();
     let started = Instant::now();
     let guest = sandbox.classify(&texts).unwrap();

@@ -16,10 +16,11 @@ fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile
         cache_dir: Some(cache.path().to_path_buf()),
         ..SandboxOptions::default()
     };
-    let (sandboxes, made) = Sandboxes::new(&component(), &bundle, &options).unwrap();
+    let (sandboxes, made) =
+        Sandboxes::new(crate::engine(), &component(), &bundle, &options).unwrap();
     assert!(!made.from_cache);
     assert!(made.cache_file.as_ref().unwrap().is_file());
-    let (_, read) = Sandboxes::new(&component(), &bundle, &options).unwrap();
+    let (_, read) = Sandboxes::new(crate::engine(), &component(), &bundle, &options).unwrap();
     assert!(
         read.from_cache,
         "the second start reads the compiled snapshot"
@@ -76,10 +77,15 @@ fn a_bundle_the_guest_cannot_use_is_refused_not_trapped() {
         b"not onnx".to_vec(),
         good.tokenizer.clone(),
     );
-    let err = Sandboxes::new(&component(), &broken, &SandboxOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = Sandboxes::new(
+        crate::engine(),
+        &component(),
+        &broken,
+        &SandboxOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         err.contains("refused") && err.contains("model.onnx"),
         "{err}"
@@ -97,7 +103,13 @@ fn gateways_starting_together_on_a_cold_cache_make_the_snapshot_once() {
     let wasm = component();
     let made: Vec<bool> = std::thread::scope(|scope| {
         let starts: Vec<_> = (0..3)
-            .map(|_| scope.spawn(|| Sandboxes::new(&wasm, &bundle, &options).unwrap().1))
+            .map(|_| {
+                scope.spawn(|| {
+                    Sandboxes::new(crate::engine(), &wasm, &bundle, &options)
+                        .unwrap()
+                        .1
+                })
+            })
             .collect();
         starts
             .into_iter()

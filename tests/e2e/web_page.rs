@@ -52,7 +52,7 @@ fn the_page_in_chromium_classifies_as_the_native_core_does() {
 
     let expected_file = dir.path().join("expected.json");
     node_test(
-        "tests/",
+        "tests/page.test.mjs",
         &[
             ("FEELINGS_BUNDLE", &bundle),
             ("FEELINGS_EXPECTED", &expected_file),

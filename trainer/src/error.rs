@@ -49,6 +49,9 @@ pub enum Error {
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A deployment to a gateway failed.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
 }
 
 /// The trainer's result type.

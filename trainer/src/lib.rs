@@ -13,6 +13,7 @@
 //! | [`export`] | the ONNX writer and the deployable bundle, checked against candle |
 //! | [`predict`] | classifying a file of reviews with the deployed inference core |
 //! | [`bench`] | timing training steps and inference against the peers |
+//! | [`deploy`] | uploading a bundle to a running gateway as a named deployment |
 //!
 //! Shared by all of them: [`error`], [`device`] (CPU or CUDA) and [`progress`] (bars).
 //! The inference core (`feelings_core`, folder `wasm-app/`) holds what training and every
@@ -20,6 +21,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod deploy;
 pub mod device;
 pub mod error;
 pub mod evaluate;

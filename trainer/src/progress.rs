@@ -30,3 +30,19 @@ pub fn spinner(prefix: &str, visible: bool) -> ProgressBar {
         .with_style(style)
         .with_prefix(prefix.to_string())
 }
+
+/// A spinner with `message` and the time elapsed, for one long wait (an upload); hidden unless
+/// `visible`. It ticks by itself until finished.
+pub fn waiting(prefix: &str, message: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{prefix:>12} {spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let spinner = ProgressBar::new_spinner()
+        .with_style(style)
+        .with_prefix(prefix.to_string())
+        .with_message(message.to_string());
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
+}

@@ -10,6 +10,7 @@
 
 mod bundle;
 mod classifier;
+pub mod deployment;
 mod encode;
 mod labels;
 pub mod manifest;

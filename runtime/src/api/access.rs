@@ -17,6 +17,9 @@ use crate::error::{ApiError, ErrorKind};
 pub struct Access {
     /// The key the API routes require as `Authorization: Bearer <key>`; `None`: open.
     pub api_key: Option<String>,
+    /// The key creating, enabling, disabling and deleting deployments require; `None`: the
+    /// API key does.
+    pub admin_key: Option<String>,
     /// Web origins allowed to call the API from a browser (`*`: any); empty: none but the
     /// page's own.
     pub cors_origins: Vec<HeaderValue>,
@@ -32,22 +35,64 @@ impl Access {
         };
         CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
             .expose_headers([header::HeaderName::from_static("x-request-id")])
     }
 
-    fn allows(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request carries the API key (or none is needed).
+    pub(super) fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(key) = &self.api_key else {
             return true;
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        constant_time_eq::constant_time_eq(given.trim().as_bytes(), key.as_bytes())
+        key_matches(headers, key)
     }
+
+    /// Whether the request may create, enable, disable or delete deployments: it carries the
+    /// admin key; without one, the API key; without either, anyone may.
+    fn allows_admin(&self, headers: &HeaderMap) -> bool {
+        match &self.admin_key {
+            Some(key) => key_matches(headers, key),
+            None => self.allows(headers),
+        }
+    }
+}
+
+/// The key of `Authorization: Bearer <key>`, if the request has one.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn key_matches(headers: &HeaderMap, key: &str) -> bool {
+    let given = bearer(headers).unwrap_or("");
+    constant_time_eq::constant_time_eq(given.as_bytes(), key.as_bytes())
+}
+
+/// Lets a request through to the admin routes only with the admin key (or, without one, the
+/// API key), when one is set.
+pub(super) async fn require_admin_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.access.allows_admin(request.headers()) {
+        return next.run(request).await;
+    }
+    let message = if state.access.admin_key.is_some() {
+        "creating, enabling, disabling and deleting deployments needs the admin key, as `Authorization: Bearer <key>`"
+    } else {
+        "creating, enabling, disabling and deleting deployments needs the API key, as `Authorization: Bearer <key>`"
+    };
+    ApiError::new(
+        ErrorKind::Unauthorized,
+        message,
+        &request_id(request.headers()),
+    )
+    .into_response()
 }
 
 /// Lets a request through to the API routes only with the key, when one is set.

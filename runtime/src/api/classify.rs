@@ -1,19 +1,22 @@
-//! `POST /v1/classify`: one review or a list, answered in order.
+//! `POST /v1/classify` (the default deployment) and `POST /v1/deployments/NAME/classify`: one
+//! review or a list, answered in order.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use feelings_core::Truncation;
+use feelings_core::{Prediction, Truncation};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{request_id, AppState, Limits};
+use crate::deployments::Deployment;
 use crate::error::{ApiError, ErrorBody, ErrorKind};
-use crate::pool::JobError;
+use crate::pool::{JobError, Pool};
 use crate::SandboxError;
 
 /// `POST /v1/classify` body: one text or a list (exactly one of the two).
@@ -41,12 +44,15 @@ pub struct Classified {
     pub truncated: bool,
 }
 
-/// Classifies one review (`text`, one answer) or several (`texts`, a list in order).
+/// Classifies one review (`text`, one answer) or several (`texts`, a list in order) with the
+/// default deployment.
 #[utoipa::path(post, path = "/v1/classify", request_body = ClassifyRequest, responses(
     (status = 200, description = "The answer for `text`; for `texts`, a list of them", body = Classified),
     (status = 400, description = "Not JSON, or not UTF-8", body = ErrorBody),
     (status = 401, description = "API key missing or wrong", body = ErrorBody),
+    (status = 404, description = "No default deployment (it was deleted)", body = ErrorBody),
     (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+    (status = 409, description = "The deployment is disabled", body = ErrorBody),
     (status = 413, description = "Body over the limit", body = ErrorBody),
     (status = 415, description = "Not application/json", body = ErrorBody),
     (status = 422, description = "Wrong shape, or too many texts", body = ErrorBody),
@@ -60,7 +66,59 @@ pub(crate) async fn classify(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = request_id(&headers);
+    let deployment = state.deployments.default_deployment().ok_or_else(|| {
+        let message =
+            "there is no default deployment (it was deleted): use /v1/deployments/NAME/classify";
+        ApiError::new(ErrorKind::NotFound, message, &id)
+    })?;
+    classify_with(&state, &deployment, &headers, body).await
+}
+
+/// Classifies with deployment `name`: the same request and answers as `POST /v1/classify`.
+#[utoipa::path(post, path = "/v1/deployments/{name}/classify", request_body = ClassifyRequest,
+    params(("name" = String, Path, description = "The deployment")),
+    responses(
+    (status = 200, description = "The answer for `text`; for `texts`, a list of them", body = Classified),
+    (status = 401, description = "Neither the API key nor the deployment's own key", body = ErrorBody),
+    (status = 404, description = "No such deployment", body = ErrorBody),
+    (status = 409, description = "The deployment is disabled", body = ErrorBody),
+    (status = 503, description = "Overloaded: retry later", body = ErrorBody),
+))]
+pub(crate) async fn classify_deployment(
+    State(state): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = request_id(&headers);
+    let deployment = super::deployments::find(&state, &name, &id)?;
+    let own_key = super::access::bearer(&headers).is_some_and(|key| deployment.accepts_key(key));
+    let open = state.access.api_key.is_none() && deployment.record().api_key_sha256.is_none();
+    if !(open || own_key || state.access.allows(&headers)) {
+        let message =
+            "this deployment needs the API key or its own key, as `Authorization: Bearer <key>`";
+        return Err(ApiError::new(ErrorKind::Unauthorized, message, &id));
+    }
+    classify_with(&state, &deployment, &headers, body).await
+}
+
+/// The classify contract, for one deployment.
+async fn classify_with(
+    state: &AppState,
+    deployment: &Arc<Deployment>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = request_id(headers);
     let fail = |kind, message: String| ApiError::new(kind, message, &id);
+    let started = Instant::now();
+    if !deployment.is_enabled() {
+        let message = format!(
+            "deployment {:?} is disabled: POST /v1/deployments/{}/enable",
+            deployment.name, deployment.name
+        );
+        return Err(fail(ErrorKind::Disabled, message));
+    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -76,27 +134,20 @@ pub(crate) async fn classify(
         .await
         .map_err(|(k, m)| fail(k, m))?;
     let (texts, single) = parse(&body, state.limits.max_texts).map_err(|(k, m)| fail(k, m))?;
+    deployment.count_request();
+    let manifest = &deployment.manifest;
     let (texts, cut): (Vec<String>, Vec<bool>) = texts
         .into_iter()
-        .map(|t| cut_text(t, state.limits.max_chars, state.manifest.truncation))
+        .map(|t| cut_text(t, state.limits.max_chars, manifest.truncation))
         .unzip();
-    let answer = state
-        .pool
-        .submit(texts, state.limits.timeout)
-        .map_err(|e| fail(ErrorKind::Overloaded, e.to_string()))?;
-    let timeout = || {
-        let message = format!("no answer within {:?}", state.limits.timeout);
-        fail(ErrorKind::Timeout, message)
-    };
-    let predictions = match tokio::time::timeout(state.limits.timeout, answer).await {
-        Err(_) | Ok(Ok(Err(JobError::Expired))) => return Err(timeout()),
-        Ok(Err(_)) => return Err(fail(ErrorKind::SandboxFailed, "the pool stopped".into())),
-        Ok(Ok(Err(JobError::Sandbox(e @ SandboxError::Refused(_))))) => {
-            return Err(fail(ErrorKind::ClassifierError, e.to_string()))
-        }
-        Ok(Ok(Err(e))) => return Err(fail(ErrorKind::SandboxFailed, e.to_string())),
-        Ok(Ok(Ok(predictions))) => predictions,
-    };
+    let warm = state
+        .deployments
+        .warm(deployment)
+        .await
+        .map_err(|e| fail(ErrorKind::SandboxFailed, e.to_string()))?;
+    let predictions = answer(&warm.pool, texts, &state.limits)
+        .await
+        .map_err(|(k, m)| fail(k, m))?;
     let answers: Vec<Classified> = predictions
         .into_iter()
         .zip(cut)
@@ -104,15 +155,43 @@ pub(crate) async fn classify(
             label: p.label,
             score: p.score,
             threshold: p.threshold,
-            model: state.manifest.name.clone(),
+            model: manifest.name.clone(),
             truncated: p.truncated || cut,
         })
         .collect();
+    deployment
+        .metrics
+        .classify_latency
+        .observe(started.elapsed().as_secs_f64());
     Ok(if single {
         Json(answers.into_iter().next()).into_response()
     } else {
         Json(answers).into_response()
     })
+}
+
+/// Queues `texts` on `pool` and waits for their predictions, within the request timeout.
+async fn answer(
+    pool: &Pool,
+    texts: Vec<String>,
+    limits: &Limits,
+) -> Result<Vec<Prediction>, (ErrorKind, String)> {
+    let answer = pool
+        .submit(texts, limits.timeout)
+        .map_err(|e| (ErrorKind::Overloaded, e.to_string()))?;
+    let timeout = || {
+        let message = format!("no answer within {:?}", limits.timeout);
+        (ErrorKind::Timeout, message)
+    };
+    match tokio::time::timeout(limits.timeout, answer).await {
+        Err(_) | Ok(Ok(Err(JobError::Expired))) => Err(timeout()),
+        Ok(Err(_)) => Err((ErrorKind::SandboxFailed, "the pool stopped".into())),
+        Ok(Ok(Err(JobError::Sandbox(e @ SandboxError::Refused(_))))) => {
+            Err((ErrorKind::ClassifierError, e.to_string()))
+        }
+        Ok(Ok(Err(e))) => Err((ErrorKind::SandboxFailed, e.to_string())),
+        Ok(Ok(Ok(predictions))) => Ok(predictions),
+    }
 }
 
 /// The whole body, within the size limit and the body timeout.

@@ -6,20 +6,19 @@
 
 mod access;
 mod classify;
+mod deployments;
 mod site;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use feelings_core::Manifest;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -27,10 +26,12 @@ use utoipa::OpenApi;
 
 pub use access::Access;
 pub use classify::Classified;
+pub use deployments::DeploymentList;
 
+use crate::deployments::{DeploymentInfo, Deployments};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
+use crate::gateway::LimitCheck;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::pool::Pool;
 
 /// Request limits, with the defaults `feelings-serve` documents.
 #[derive(Debug, Clone)]
@@ -46,6 +47,10 @@ pub struct Limits {
     pub timeout: Duration,
     /// Longest time to receive a request's body (408 beyond).
     pub body_timeout: Duration,
+    /// Largest bundle upload (`POST /v1/deployments`), in bytes (413 beyond).
+    pub max_upload_bytes: usize,
+    /// Longest time to receive an upload (408 beyond).
+    pub upload_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -56,19 +61,19 @@ impl Default for Limits {
             max_chars: 20_000,
             timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
+            max_upload_bytes: 512 << 20,
+            upload_timeout: Duration::from_secs(300),
         }
     }
 }
 
 /// What the handlers share.
 pub struct AppState {
-    /// The sandboxes.
-    pub pool: Pool,
-    /// The deployed bundle's manifest.
-    pub manifest: Manifest,
-    /// The bundle's files as served at `/model/`: feelings.json, model.onnx, tokenizer.json.
-    pub files: [Bytes; 3],
-    /// The page served at `/` (none: only the API).
+    /// The deployments.
+    pub deployments: Arc<Deployments>,
+    /// What a new deployment's measured cost is checked against.
+    pub checks: LimitCheck,
+    /// The web page's folder, served at `/d/NAME/` (none: only the API).
     pub web_dir: Option<PathBuf>,
     /// Request limits.
     pub limits: Limits,
@@ -78,22 +83,43 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The gateway's routes: the API (behind the API key when one is set), the health checks,
-/// and, when there is a page, its own files and the bundle at `/model/`.
+/// The gateway's routes: the API (behind the API key when one is set; creating, enabling,
+/// disabling and deleting deployments behind the admin key), the health checks, and, when
+/// there is a page, the deployments page at `/`, each deployment's web app at `/d/NAME/` and
+/// the default deployment's bundle at `/model/`.
 pub fn app(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/classify", post(classify::classify))
         .route("/v1/model", get(model))
+        .route("/v1/deployments", get(deployments::list))
+        .route("/v1/deployments/{name}", get(deployments::show))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             access::require_api_key,
         ));
+    let admin = Router::new()
+        .route(
+            "/v1/deployments",
+            post(deployments::create).layer(DefaultBodyLimit::max(state.limits.max_upload_bytes)),
+        )
+        .route("/v1/deployments/{name}", delete(deployments::delete))
+        .route("/v1/deployments/{name}/enable", post(deployments::enable))
+        .route("/v1/deployments/{name}/disable", post(deployments::disable))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::require_admin_key,
+        ));
     let open = Router::new()
+        // Checks the API key or the deployment's own key itself.
+        .route(
+            "/v1/deployments/{name}/classify",
+            post(classify::classify_deployment),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi));
-    let mut router = api.merge(open);
+    let mut router = api.merge(admin).merge(open);
     if let Some(dir) = &state.web_dir {
         router = router.merge(site::page(dir));
     }
@@ -135,14 +161,28 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     ),
     paths(
         classify::classify,
+        classify::classify_deployment,
+        deployments::list,
+        deployments::show,
+        deployments::create,
+        deployments::enable,
+        deployments::disable,
+        deployments::delete,
         model,
         healthz,
         readyz,
         metrics,
-        site::bundle_file,
+        site::default_bundle_file,
         openapi
     ),
-    components(schemas(classify::ClassifyRequest, Classified, ErrorBody, ErrorDetail))
+    components(schemas(
+        classify::ClassifyRequest,
+        Classified,
+        ErrorBody,
+        ErrorDetail,
+        DeploymentInfo,
+        DeploymentList
+    ))
 )]
 pub struct ApiDoc;
 
@@ -176,34 +216,51 @@ async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next
     response
 }
 
-/// The deployed bundle's manifest: name, labels, sequence length, threshold, metrics.
+/// The default deployment's manifest: name, labels, sequence length, threshold, metrics.
 #[utoipa::path(get, path = "/v1/model", responses(
     (status = 200, description = "feelings.json", body = Object),
     (status = 401, description = "API key missing or wrong", body = ErrorBody),
+    (status = 404, description = "No default deployment", body = ErrorBody),
 ))]
-pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Response {
-    (
+pub(crate) async fn model(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let deployment = state.deployments.default_deployment().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::NotFound,
+            "there is no default deployment",
+            &request_id(&headers),
+        )
+    })?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        state.files[0].clone(),
+        deployment.manifest_json.clone(),
     )
-        .into_response()
+        .into_response())
 }
 
-/// Whether every sandbox slot has a live sandbox.
+/// Whether the default deployment exists and every warm deployment's slots can serve.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "ready", body = String),
-    (status = 503, description = "not ready: a sandbox slot is being replaced or cannot be", body = ErrorBody),
+    (status = 503, description = "not ready: a sandbox slot cannot get a sandbox", body = ErrorBody),
 ))]
 pub(crate) async fn readyz(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<&'static str, ApiError> {
-    if state.pool.is_ready() {
+    let slots_ready = state
+        .deployments
+        .list()
+        .iter()
+        .filter_map(|d| d.warm_now())
+        .all(|warm| warm.pool.is_ready());
+    if slots_ready {
         Ok("ready")
     } else {
         Err(ApiError::new(
             ErrorKind::NotReady,
-            "not every sandbox slot has a live sandbox",
+            "a sandbox slot cannot get a sandbox",
             &request_id(&headers),
         ))
     }

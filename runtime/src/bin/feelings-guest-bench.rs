@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use feelings_core::{Bundle, TractClassifier};
-use feelings_runtime::{time_guest, SandboxOptions, Sandboxes};
+use feelings_runtime::{
+    function_cache_in, time_guest, EngineOptions, SandboxEngine, SandboxOptions, Sandboxes,
+};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +70,11 @@ fn main() -> Result<()> {
         cache_dir: Some(args.cache.clone()),
         ..SandboxOptions::default()
     };
-    let (sandboxes, prepared) = Sandboxes::new(&component, &bundle, &options)?;
+    let engine = SandboxEngine::new(&EngineOptions {
+        function_cache: Some(function_cache_in(&args.cache)),
+        ..EngineOptions::default()
+    })?;
+    let (sandboxes, prepared) = Sandboxes::new(&engine, &component, &bundle, &options)?;
     let (warmup, runs) = (args.warmup as usize, args.runs as usize);
     for &batch in &args.batch {
         let batch = batch as usize;

@@ -1,5 +1,5 @@
-//! `feelings-serve`: a model bundle behind HTTP, every request classified in a wasmtime sandbox;
-//! also serves the web page, with the bundle at `/model/`.
+//! `feelings-serve`: model bundles behind HTTP as named deployments, every request classified in
+//! a fresh wasmtime sandbox; also serves the deployments page and each deployment's web app.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,25 +14,53 @@ use feelings_runtime::{
 };
 use tracing_subscriber::EnvFilter;
 
-/// Serve a model bundle over HTTP: POST /v1/classify {"text": "..."} or {"texts": [...]};
-/// GET /v1/model, /healthz, /readyz, /metrics; the web page at / with the bundle at /model/.
-/// Each review runs in a wasmtime sandbox (no files, network or environment; a deadline
-/// and a memory cap); a sandbox that fails is replaced and the server keeps serving.
-/// Requests take turns a review at a time; one that could not be answered within --timeout
-/// is turned away at once (503), and one whose client leaves is dropped.
+/// Serve model bundles over HTTP as deployments: --model is the default one (POST /v1/classify
+/// {"text": "..."} or {"texts": [...]}); more are uploaded with `feelings deploy` (POST
+/// /v1/deployments) and kept in --registry; each answers at POST /v1/deployments/NAME/classify
+/// and has its web app at /d/NAME/; the deployments page is at /. GET /v1/model, /healthz,
+/// /readyz, /metrics. Each guest call runs in a fresh wasmtime sandbox (no files, network or
+/// environment; a deadline and a memory cap). A deployment with no traffic holds no sandbox;
+/// its compiled snapshot is unmapped after --unload-after or when --memory-budget-mib needs
+/// the room, and mapped again on its next request. Requests take turns a review at a time;
+/// one that could not be answered within --timeout is turned away at once (503), and one
+/// whose client leaves is dropped.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The bundle folder made by `feelings export`.
+    /// The bundle folder made by `feelings export`: the default deployment.
     #[arg(long, default_value = "models/imdb-minilm")]
     model: PathBuf,
+    /// The default deployment's name [default: the --model folder's name].
+    #[arg(long, value_parser = deployment_name)]
+    name: Option<String>,
+    /// The registry folder: every deployment and its bundle, kept across restarts
+    /// [default: $XDG_DATA_HOME/feelings/registry or ~/.local/share/feelings/registry].
+    #[arg(long)]
+    registry: Option<PathBuf>,
     /// Address to listen on. Anything but loopback exposes the API: set --api-key.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Sandboxes classifying at the same time (one thread each).
+    /// Sandbox slots per deployment (one thread each; a deployment's upload may set its own).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     instances: u16,
-    /// Reviews that may wait for a sandbox; beyond it requests get 503 at once.
+    /// Guest calls running at once, all deployments together: turns on the cores go first
+    /// come, first served, so one deployment's flood delays another's request by at most
+    /// about one guest call [default: the machine's cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    cores: Option<u16>,
+    /// The most sandboxes alive at once, all deployments together (address space is
+    /// reserved for this many).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_sandboxes: u32,
+    /// MiB of compiled snapshots kept mapped at once; beyond it the least recently used idle
+    /// deployment is unmapped (its next request maps it again).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    memory_budget_mib: u64,
+    /// Seconds a deployment may go without requests before its snapshot is unmapped (scale to
+    /// zero).
+    #[arg(long, default_value = "300", value_parser = seconds, allow_negative_numbers = true)]
+    unload_after: Duration,
+    /// Reviews that may wait for a deployment's sandboxes; beyond it requests get 503 at once.
     #[arg(long, default_value_t = PoolOptions::default().queue as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     queue: u32,
     /// Most reviews in one sandbox call (taken in turn from the waiting requests); 1, the
@@ -58,6 +86,12 @@ struct Args {
     /// Serve only the API, not the page (nor the bundle at /model/).
     #[arg(long)]
     no_web: bool,
+    /// Largest bundle upload (POST /v1/deployments), MiB (413 beyond).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=16_384))]
+    max_upload_mib: u32,
+    /// Seconds an upload may take to arrive (408 beyond).
+    #[arg(long, default_value = "300", value_parser = seconds, allow_negative_numbers = true)]
+    upload_timeout: Duration,
     /// Largest request body in bytes (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_body_bytes as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     max_body_bytes: u64,
@@ -97,6 +131,10 @@ struct Args {
     /// checks, the page and its bundle stay open).
     #[arg(long, env = "FEELINGS_API_KEY", hide_env_values = true, value_parser = api_key)]
     api_key: Option<String>,
+    /// Require this key as `Authorization: Bearer <key>` to create, enable, disable or delete
+    /// deployments [default: the --api-key does; with neither, anyone who can reach the API may].
+    #[arg(long, env = "FEELINGS_ADMIN_KEY", hide_env_values = true, value_parser = api_key)]
+    admin_key: Option<String>,
     /// A web origin allowed to call the API from a browser (e.g. https://example.com, or *
     /// for any); repeat for several. None by default.
     #[arg(long, value_name = "ORIGIN", value_parser = origin)]
@@ -118,6 +156,11 @@ fn seconds(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+fn deployment_name(text: &str) -> Result<String, String> {
+    feelings_core::deployment::validate_name(text)?;
+    Ok(text.to_string())
 }
 
 fn api_key(text: &str) -> Result<String, String> {
@@ -148,6 +191,41 @@ fn default_component() -> Result<PathBuf> {
     Ok(target.join("wasm32-wasip2/release/feelings_core.wasm"))
 }
 
+fn default_registry() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .context("neither $XDG_DATA_HOME nor $HOME is set: pass --registry DIR")?;
+    Ok(base.join("feelings/registry"))
+}
+
+/// The default deployment's name: --name, or the bundle folder's name made one (lower case,
+/// other characters as `-`, at most 63).
+fn default_name(args: &Args) -> Result<String> {
+    if let Some(name) = &args.name {
+        return Ok(name.clone());
+    }
+    let model = std::path::absolute(&args.model).unwrap_or_else(|_| args.model.clone());
+    let folder = model
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let name: String = folder
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            _ => '-',
+        })
+        .collect();
+    let name: String = name.trim_matches('-').chars().take(63).collect();
+    deployment_name(name.trim_end_matches('-')).map_err(|e| {
+        anyhow::anyhow!(
+            "--model {}: no deployment name can be made of its folder's name ({e}): pass --name",
+            args.model.display()
+        )
+    })
+}
+
 fn default_cache() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -175,18 +253,28 @@ fn write_component(args: &Args, out: &std::path::Path) -> Result<()> {
 }
 
 fn gateway_options(args: &Args) -> Result<GatewayOptions> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cache = match &args.cache {
+        Some(dir) => dir.clone(),
+        None => default_cache()?,
+    };
     Ok(GatewayOptions {
         model: args.model.clone(),
+        default_name: default_name(args)?,
+        registry: match &args.registry {
+            Some(dir) => dir.clone(),
+            None => default_registry()?,
+        },
+        cores: args.cores.map_or(cores, usize::from),
+        max_sandboxes: args.max_sandboxes,
+        budget_bytes: args.memory_budget_mib << 20,
         component: match &args.component {
             Some(path) => path.clone(),
             None => default_component()?,
         },
         web_dir: (!args.no_web && args.web.is_dir()).then(|| args.web.clone()),
         sandbox: SandboxOptions {
-            cache_dir: Some(match &args.cache {
-                Some(dir) => dir.clone(),
-                None => default_cache()?,
-            }),
+            cache_dir: Some(cache),
             memory_limit: (args.memory_mib as usize) << 20,
             deadline: args.deadline,
         },
@@ -195,6 +283,7 @@ fn gateway_options(args: &Args) -> Result<GatewayOptions> {
             queue: args.queue as usize,
             max_batch: args.max_batch.into(),
             reuse_sandboxes: args.reuse_sandboxes,
+            gate: None,
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes as usize,
@@ -202,9 +291,12 @@ fn gateway_options(args: &Args) -> Result<GatewayOptions> {
             max_chars: args.max_chars as usize,
             timeout: args.timeout,
             body_timeout: args.body_timeout,
+            max_upload_bytes: (args.max_upload_mib as usize) << 20,
+            upload_timeout: args.upload_timeout,
         },
         access: Access {
             api_key: args.api_key.clone(),
+            admin_key: args.admin_key.clone(),
             cors_origins: args.cors_allow_origin.clone(),
         },
     })
@@ -234,20 +326,27 @@ async fn main() -> Result<()> {
     let max_connections = reserve_descriptors(args.max_connections.map(|n| n as usize))
         .map_err(anyhow::Error::msg)?;
     let options = gateway_options(&args)?;
-    let (state, prepared) = tokio::task::spawn_blocking(move || start(&options)).await??;
+    let state = tokio::task::spawn_blocking(move || start(&options)).await??;
+    let deployments = state.deployments.clone();
     tracing::info!(
-        model = %state.manifest.name,
-        from_cache = prepared.from_cache,
-        seconds = prepared.duration.as_secs_f64(),
-        review_ms = state.pool.review_cost().as_secs_f64() * 1e3,
-        "sandboxes ready"
+        default = deployments.default_name().unwrap_or("-"),
+        deployments = deployments.list().len(),
+        "deployments ready"
     );
     if !args.addr.ip().is_loopback() && args.api_key.is_none() {
         tracing::warn!(
-            "listening on {} without --api-key: anyone who can reach it can use the API",
+            "listening on {} without --api-key: anyone who can reach it can use the API and change its deployments",
             args.addr
         );
     }
+    let unload_after = args.unload_after;
+    tokio::spawn(async move {
+        let every = (unload_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            tokio::time::sleep(every).await;
+            deployments.cool_idle(unload_after);
+        }
+    });
     let listener = listen(args.addr, max_connections as u32)
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);

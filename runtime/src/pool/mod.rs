@@ -5,12 +5,13 @@
 //! deadline, panics the host or answers something impossible is dropped and its slot is given
 //! a fresh one from the snapshot.
 
+mod gate;
 mod queue;
 #[cfg(test)]
 mod tests;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,8 +19,9 @@ use std::time::{Duration, Instant};
 use feelings_core::{Labels, Prediction};
 use tokio::sync::oneshot;
 
-use crate::metrics::Metrics;
+use crate::metrics::PoolMetrics;
 use crate::SandboxError;
+pub use gate::Gate;
 pub use queue::ADMISSION_SHARE;
 use queue::{Price, Queue};
 use worker::Slot;
@@ -53,8 +55,12 @@ pub struct PoolOptions {
     /// a batch (measured), and one review per call lets requests take turns finely.
     pub max_batch: usize,
     /// Keep a sandbox for the next call instead of replacing it with a fresh one after each
-    /// (the default, false: no guest state outlives the call that made it).
+    /// (the default, false: no guest state outlives the call that made it, and an idle slot
+    /// holds no sandbox).
     pub reuse_sandboxes: bool,
+    /// The cores' turns, shared with other pools: each guest call waits for one (none: the
+    /// pool's own slots are its only limit).
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl Default for PoolOptions {
@@ -64,6 +70,7 @@ impl Default for PoolOptions {
             queue: 1024,
             max_batch: 1,
             reuse_sandboxes: false,
+            gate: None,
         }
     }
 }
@@ -124,9 +131,14 @@ pub(crate) struct Shared {
     work: Condvar,
     instances: Arc<dyn Instances>,
     check: AnswerCheck,
-    metrics: Arc<Metrics>,
-    /// Per slot: whether it has a sandbox ready.
+    metrics: PoolMetrics,
+    /// Per slot: whether it can serve (it has a sandbox, or made its last one without error).
     live: Vec<AtomicBool>,
+    /// Sandboxes alive now.
+    alive: AtomicUsize,
+    /// Slots in a guest call now.
+    busy: AtomicUsize,
+    gate: Option<Arc<Gate>>,
     /// What a review has been costing a sandbox lately (a moving average), in nanoseconds.
     review_nanos: AtomicU64,
     max_batch: usize,
@@ -153,12 +165,16 @@ impl Shared {
 
     fn set_live(&self, slot: usize, live: bool) {
         self.live[slot].store(live, Ordering::Relaxed);
-        let count = self
-            .live
-            .iter()
-            .filter(|l| l.load(Ordering::Relaxed))
-            .count();
-        self.metrics.live_sandboxes.set(count as i64);
+    }
+
+    /// Counts a sandbox made (`+1`) or dropped (`-1`).
+    fn count_alive(&self, made: bool) {
+        let now = if made {
+            self.alive.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.alive.fetch_sub(1, Ordering::Relaxed) - 1
+        };
+        self.metrics.live_sandboxes.set(now as i64);
     }
 }
 
@@ -169,19 +185,26 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Makes `options.instances` sandboxes; each classifies the probe review twice (checked
-    /// like every answer, the second call timed) before the pool starts, so a broken
-    /// component or bundle fails here, not on the first request.
+    /// Starts `options.instances` slots. Unless `known_cost` (what a full-length review costs,
+    /// measured before) is given, a sandbox classifies the probe review twice first (checked
+    /// like every answer, the second call timed), so a broken component or bundle fails here,
+    /// not on the first request; with `reuse_sandboxes` every slot's sandbox is probed.
     pub fn start(
         instances: Arc<dyn Instances>,
         options: &PoolOptions,
         check: AnswerCheck,
-        metrics: Arc<Metrics>,
+        metrics: PoolMetrics,
+        known_cost: Option<Duration>,
     ) -> Result<Self, SandboxError> {
         let count = options.instances.max(1);
         let mut ready = Vec::with_capacity(count);
-        let mut cost = Duration::ZERO;
-        for _ in 0..count {
+        let mut cost = known_cost.unwrap_or_default();
+        let probes = match (known_cost, options.reuse_sandboxes) {
+            (_, true) => count,
+            (None, false) => 1,
+            (Some(_), false) => 0,
+        };
+        for _ in 0..probes {
             let mut instance = instances.instance()?;
             metrics.instantiations.inc();
             cost = cost.max(worker::probe(instance.as_mut(), &check)?);
@@ -194,15 +217,24 @@ impl Pool {
             check,
             metrics,
             live: (0..count).map(|_| AtomicBool::new(true)).collect(),
+            alive: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            gate: options.gate.clone(),
             review_nanos: AtomicU64::new(cost.as_nanos() as u64),
             max_batch: options.max_batch.max(1),
             reuse_sandboxes: options.reuse_sandboxes,
         });
-        shared.metrics.live_sandboxes.set(count as i64);
+        // A probed sandbox has run the probe: only a reusing slot keeps it.
+        if !shared.reuse_sandboxes {
+            ready.clear();
+        }
+        let mut ready = ready.into_iter();
         let mut slots = Vec::with_capacity(count);
-        for (index, instance) in ready.into_iter().enumerate() {
-            // A probed sandbox has run the probe: only a reusing slot keeps it.
-            let instance = shared.reuse_sandboxes.then_some(instance);
+        for index in 0..count {
+            let instance = ready.next();
+            if instance.is_some() {
+                shared.count_alive(true);
+            }
             let slot = Slot::new(index, instance, shared.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("feelings-sandbox-{index}"))
@@ -248,9 +280,20 @@ impl Pool {
         }
     }
 
-    /// Whether every sandbox slot has a live sandbox.
+    /// Whether every slot can serve (none failed to make its last sandbox or lost it).
     pub fn is_ready(&self) -> bool {
         self.shared.live.iter().all(|l| l.load(Ordering::Relaxed))
+    }
+
+    /// Whether nothing waits and no slot is in a guest call.
+    pub fn is_idle(&self) -> bool {
+        let queue = self.shared.queue();
+        queue.waiting() == 0 && self.shared.busy.load(Ordering::SeqCst) == 0
+    }
+
+    /// Sandboxes alive now.
+    pub fn alive(&self) -> usize {
+        self.shared.alive.load(Ordering::Relaxed)
     }
 
     /// What one review has been costing a sandbox lately (at start: the probe review).

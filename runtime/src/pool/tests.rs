@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use feelings_core::{Labels, Prediction};
 
-use super::{AnswerCheck, Instance, Instances, JobError, Pool, PoolOptions};
+use super::{AnswerCheck, Gate, Instance, Instances, JobError, Pool, PoolOptions};
 use crate::metrics::Metrics;
 use crate::SandboxError;
 
@@ -69,6 +69,16 @@ fn pool(factory: &Arc<Factory>, instances: usize, max_batch: usize) -> Pool {
 }
 
 fn pool_with(factory: &Arc<Factory>, instances: usize, max_batch: usize, reuse: bool) -> Pool {
+    gated_pool(factory, instances, max_batch, reuse, None)
+}
+
+fn gated_pool(
+    factory: &Arc<Factory>,
+    instances: usize,
+    max_batch: usize,
+    reuse: bool,
+    gate: Option<Arc<Gate>>,
+) -> Pool {
     let check = AnswerCheck {
         labels: Labels::default(),
         threshold: 0.5,
@@ -79,8 +89,10 @@ fn pool_with(factory: &Arc<Factory>, instances: usize, max_batch: usize, reuse: 
         queue: 1000,
         max_batch,
         reuse_sandboxes: reuse,
+        gate,
     };
-    Pool::start(factory.clone(), &options, check, Arc::new(Metrics::new())).unwrap()
+    let metrics = Metrics::new().deployment("test");
+    Pool::start(factory.clone(), &options, check, metrics, None).unwrap()
 }
 
 fn texts(text: &str, n: usize) -> Vec<String> {
@@ -158,17 +170,47 @@ async fn every_call_gets_a_fresh_sandbox_unless_they_are_reused() {
         for _ in 0..4 {
             assert_eq!(ask(&pool, texts("fine", 2)).await.unwrap().len(), 2);
         }
-        // Probed at start; then, fresh, one per call (two reviews, one call each) and the
-        // one made ready after the last, perhaps not yet.
+        // Probed at start; then, fresh, one per call (two reviews, one call each), made when
+        // the call comes and dropped after it.
         let made = factory.made.load(Ordering::SeqCst);
         if reuse {
             assert_eq!(made, 1);
+            assert_eq!(pool.alive(), 1);
         } else {
-            wait_until("the next sandbox is ready", || {
-                factory.made.load(Ordering::SeqCst) == 10
-            });
+            assert_eq!(made, 9);
+            wait_until("the idle slot holds no sandbox", || pool.alive() == 0);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_pool_does_not_keep_another_from_the_shared_cores() {
+    let gate = Arc::new(Gate::new(1));
+    let flooded = gated_pool(&Arc::default(), 2, 1, false, Some(gate.clone()));
+    let quiet = gated_pool(&Arc::default(), 1, 1, false, Some(gate));
+    let flood: Vec<_> = (0..20)
+        .map(|_| {
+            flooded
+                .submit(texts("slow 40", 1), Duration::from_secs(30))
+                .unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let started = Instant::now();
+    assert_eq!(ask(&quiet, texts("fine", 1)).await.unwrap().len(), 1);
+    let waited = started.elapsed();
+    // One core: at most the call running now and the one whose turn came first.
+    assert!(
+        waited < Duration::from_millis(200),
+        "waited {waited:?} behind the flood"
+    );
+    let mut answered = 0;
+    for answer in flood {
+        if answer.await.is_ok() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 20, "the flood is answered too");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,4 +277,5 @@ async fn a_slot_that_cannot_get_a_sandbox_is_not_ready_until_it_does() {
     factory.broken.store(false, Ordering::SeqCst);
     wait_until("ready again", || pool.is_ready());
     assert_eq!(pool.shared.metrics.live_sandboxes.get(), 2);
+    assert_eq!(pool.alive(), 2);
 }

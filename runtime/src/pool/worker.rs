@@ -2,6 +2,7 @@
 //! sandbox, checks the answer, and replaces the sandbox when it breaks.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,20 +89,31 @@ impl Slot {
     }
 
     /// Serves until the pool stops and its queue is empty. Unless the pool reuses sandboxes,
-    /// each call's sandbox is dropped after it and the next one made before the slot waits,
-    /// so a call never meets state another left.
+    /// a slot makes a sandbox for each call once it has the call's reviews and its turn on a
+    /// core, and drops it after: a call never meets state another left, and an idle slot holds
+    /// nothing.
     pub(super) fn run(mut self) {
         loop {
-            if self.instance.is_none() && !self.replace() {
+            if self.shared.reuse_sandboxes && self.instance.is_none() && !self.replace() {
                 return;
             }
             let Some(batch) = self.next_batch() else {
                 return;
             };
-            self.serve(batch);
-            if !self.shared.reuse_sandboxes {
-                self.instance = None;
+            let shared = self.shared.clone();
+            let turn = shared.gate.as_ref().map(|gate| gate.turn());
+            let served = (self.instance.is_some() || self.replace()).then(|| self.serve(batch));
+            drop(turn);
+            if served.is_none() {
+                self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+                return;
             }
+        }
+    }
+
+    fn drop_instance(&mut self) {
+        if self.instance.take().is_some() {
+            self.shared.count_alive(false);
         }
     }
 
@@ -113,6 +125,7 @@ impl Slot {
             self.shared.metrics.abandoned.inc_by(dropped as u64);
             self.shared.metrics.queue_depth.set(queue.waiting() as i64);
             if !batch.is_empty() {
+                self.shared.busy.fetch_add(1, Ordering::SeqCst);
                 return Some(batch);
             }
             if queue.closed {
@@ -127,7 +140,8 @@ impl Slot {
     }
 
     /// One guest call for the batch; if it breaks the sandbox, each review again on its own
-    /// in a fresh one, so only the request at fault gets the error.
+    /// in a fresh one, so only the request at fault gets the error. The slot is no longer busy
+    /// (and, unless sandboxes are reused, holds none) when the answers go out.
     fn serve(&mut self, mut batch: Vec<Review>) {
         let texts: Vec<String> = batch
             .iter_mut()
@@ -140,6 +154,12 @@ impl Slot {
             }
             Err(e) => texts.iter().map(|_| Err(e.clone().into())).collect(),
         };
+        // Done with the sandbox before anyone hears back: a client that reads the metrics
+        // next sees the slot idle and holding nothing.
+        if !self.shared.reuse_sandboxes {
+            self.drop_instance();
+        }
+        self.shared.busy.fetch_sub(1, Ordering::SeqCst);
         let mut queue = self.shared.queue();
         for (review, answer) in batch.iter().zip(answers) {
             queue.answer(review, answer);
@@ -172,7 +192,7 @@ impl Slot {
             Err(e) if e.breaks_sandbox() => {
                 tracing::warn!(slot = self.index, "dropping the sandbox: {e}");
                 self.shared.metrics.traps.inc();
-                self.instance = None;
+                self.drop_instance();
                 self.shared.set_live(self.index, false);
             }
             Err(_) => {}
@@ -189,6 +209,7 @@ impl Slot {
                 Ok(instance) => {
                     self.shared.metrics.instantiations.inc();
                     self.instance = Some(instance);
+                    self.shared.count_alive(true);
                     self.shared.set_live(self.index, true);
                     return true;
                 }

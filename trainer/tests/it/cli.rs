@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
 
-fn feelings() -> Command {
+pub(crate) fn feelings() -> Command {
     Command::new(env!("CARGO_BIN_EXE_feelings"))
 }
 
@@ -463,7 +463,7 @@ fn evaluate_writes_a_report_and_compare_wants_two_runs() {
 }
 
 /// Fails the test with the command's stderr unless it succeeded.
-fn assert_success(out: &std::process::Output) {
+pub(crate) fn assert_success(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",

@@ -2,6 +2,7 @@
 
 mod cli;
 mod data;
+mod deploy;
 mod evaluation;
 mod export;
 mod fixtures;

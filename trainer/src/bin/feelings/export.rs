@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use feelings_trainer::export::onnx::Precision;
-use feelings_trainer::export::{export_bundle, ExportOptions};
+use feelings_trainer::export::{export_bundle, ExportOptions, Exported};
 
 use crate::values;
 
@@ -61,12 +61,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
         seq_len: args.seq_len,
     };
     let exported = export_bundle(&args.run, &args.out, args.overwrite, &options)?;
+    print_summary(&exported, &args.out.display().to_string());
+    Ok(())
+}
+
+/// Prints what an export wrote to `out` (a folder, in words): the checkpoint and name, the
+/// files' sizes, the settings, the check against candle and the test figures.
+pub fn print_summary(exported: &Exported, out: &str) {
     let m = &exported.bundle.manifest;
     println!(
-        "exported {} as '{}' to {}",
+        "exported {} as '{}' to {out}",
         exported.checkpoint.display(),
         m.name,
-        args.out.display()
     );
     println!(
         "  model.onnx {:.1} MB ({:?} weights), tokenizer.json {:.1} MB",
@@ -89,5 +95,4 @@ pub fn run(args: ExportArgs) -> Result<()> {
             t.count
         );
     }
-    Ok(())
 }

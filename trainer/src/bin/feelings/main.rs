@@ -1,6 +1,7 @@
 //! `feelings`: fine-tune BERT on labelled movie reviews, export the model, classify reviews.
 
 mod bench;
+mod deploy;
 mod evaluate;
 mod export;
 mod predict;
@@ -15,6 +16,7 @@ use feelings_trainer::data::split::SplitOptions;
 use feelings_trainer::data::DataOptions;
 
 use bench::BenchArgs;
+use deploy::DeployArgs;
 use evaluate::{CompareArgs, EvaluateArgs};
 use export::ExportArgs;
 use predict::PredictArgs;
@@ -67,6 +69,9 @@ enum Command {
     /// Put two or more runs side by side: settings that differ, metrics per epoch, final
     /// figures, the better run on each metric; writes report.html.
     Compare(CompareArgs),
+    /// Upload a bundle (or a run's best or chosen checkpoint, exported first) to a running
+    /// gateway, `feelings-serve`, as a named deployment, enabled unless --disabled.
+    Deploy(DeployArgs),
 }
 
 /// How to divide labelled reviews into training, validation and test subsets.
@@ -155,6 +160,7 @@ fn main() -> Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Evaluate(args) => evaluate::run_evaluate(*args),
         Command::Compare(args) => evaluate::run_compare(args),
+        Command::Deploy(args) => deploy::run(args),
     }
 }
 
