@@ -76,14 +76,14 @@ mod tests {
 
     use super::Gate;
 
-    #[test]
-    fn at_most_cores_run_and_turns_go_in_order() {
-        let gate = Arc::new(Gate::new(2));
+    /// Holds all `cores` turns, lets four callers ask one after another, then lets them run;
+    /// returns the order they started in and the most that ran at once.
+    fn four_callers(cores: usize) -> (Vec<usize>, usize) {
+        let gate = Arc::new(Gate::new(cores));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
-        let held = gate.turn();
         let order = Arc::new(Mutex::new(Vec::new()));
-        let second = gate.turn();
+        let held: Vec<_> = (0..cores).map(|_| gate.turn()).collect();
         let waiting: Vec<_> = (0..4)
             .map(|i| {
                 let (mine, running, most, order) =
@@ -97,20 +97,33 @@ mod tests {
                     running.fetch_sub(1, Ordering::SeqCst);
                 });
                 // Each asks after the one before it has asked.
-                while gate.asked() < 3 + i as u64 {
+                while gate.asked() < (cores + 1 + i) as u64 {
                     std::thread::yield_now();
                 }
                 thread
             })
             .collect();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(order.lock().unwrap().is_empty(), "both turns are held");
+        assert!(order.lock().unwrap().is_empty(), "every turn is held");
         drop(held);
-        drop(second);
         for thread in waiting {
             thread.join().unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
-        assert!(most.load(Ordering::SeqCst) <= 2);
+        let order = order.lock().unwrap().clone();
+        (order, most.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn turns_go_in_the_order_asked() {
+        // One core: each caller starts only after the one before it has finished.
+        assert_eq!(four_callers(1), (vec![0, 1, 2, 3], 1));
+    }
+
+    #[test]
+    fn at_most_cores_run_at_once() {
+        let (mut order, most) = four_callers(2);
+        assert!(most <= 2, "{most} ran at once on 2 cores");
+        order.sort_unstable();
+        assert_eq!(order, vec![0, 1, 2, 3], "every caller ran");
     }
 }
