@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::{
     CacheStore, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
@@ -143,10 +142,7 @@ struct FunctionCache {
 
 impl FunctionCache {
     fn file(&self, key: &[u8]) -> PathBuf {
-        let name: String = Sha256::digest(key)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name = feelings_core::sha256_hex(key);
         self.dir.join(&name[..2]).join(&name[2..])
     }
 }

@@ -21,7 +21,7 @@ mod wasi;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod web;
 
-pub use bundle::{Bundle, BundleError};
+pub use bundle::{sha256_hex, Bundle, BundleError};
 #[cfg(not(target_family = "wasm"))]
 pub use classifier::set_inference_threads;
 pub use classifier::{positive_probability, ClassifyError, TractClassifier};

@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use feelings_core::manifest::TestMetrics;
 use feelings_core::{Bundle, Manifest};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{Host, Record};
@@ -162,10 +161,7 @@ impl Deployment {
         let Some(expected) = self.record().api_key_sha256 else {
             return false;
         };
-        let given: String = Sha256::digest(key.trim().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let given = feelings_core::sha256_hex(key.trim().as_bytes());
         constant_time_eq::constant_time_eq(given.as_bytes(), expected.as_bytes())
     }
 

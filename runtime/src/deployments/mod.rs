@@ -400,7 +400,7 @@ impl Deployments {
             queue: new.queue,
             api_key_sha256: new
                 .api_key
-                .map(|key| feelings_core::deployment::bundle_digest(key.as_bytes())),
+                .map(|key| feelings_core::sha256_hex(key.as_bytes())),
         };
         let dir = registry.bundle_dir(&digest);
         let metrics = host.metrics.deployment(&new.name);
