@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it: installs what the tests need on a fresh Debian
-# machine (Chromium, ONNX Runtime for Python), builds the browser form of the inference core,
+# machine (Chromium, ONNX Runtime for Python, wasmtime-cli), builds the browser form of the inference core,
 # then runs every crate's tests and the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +16,31 @@ python3 -c 'import onnxruntime, numpy' 2>/dev/null \
   || { echo "onnxruntime could not be installed: its parity checks will be skipped" >&2
        if [ -n "${CI:-}" ]; then exit 1; fi; }
 
+# wasmtime-cli at the runtime's wasmtime version runs the wasi:http component in its test
+# (`wasmtime serve`): installed once into a cache folder outside the clone, with only the
+# commands the test uses, in the background while the WebAssembly builds run.
+WASMTIME_VERSION=$(sed -n 's/^wasmtime = { version = "=\([^"]*\)".*/\1/p' runtime/Cargo.toml)
+tools=${FEELINGS_TOOLS:-$HOME/.cache/feelings-tools}/wasmtime-cli-$WASMTIME_VERSION
+export FEELINGS_WASMTIME=$tools/bin/wasmtime
+install_log=$(mktemp)
+trap 'rm -f "$install_log"' EXIT
+install_pid=
+if [ ! -x "$FEELINGS_WASMTIME" ]; then
+  echo "installing wasmtime-cli $WASMTIME_VERSION into $tools (once; in the background)"
+  cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --no-default-features \
+    --features run,serve,component-model-async,cranelift,parallel-compilation,pooling-allocator --root "$tools" \
+    >"$install_log" 2>&1 &
+  install_pid=$!
+fi
+
 bash web/build.sh
+if [ -n "$install_pid" ] && ! wait "$install_pid"; then
+  cat "$install_log" >&2
+  echo "wasmtime-cli could not be installed: the wasmtime serve test will fail (CI) or skip" >&2
+  if [ -n "${CI:-}" ]; then exit 1; fi
+fi
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$install_log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.

@@ -3,6 +3,8 @@
 #   web/pkg/                 the browser build: wasm32-unknown-unknown + wasm-bindgen --target web
 #   <target>/wasm32-wasip2/release/feelings_core.wasm
 #                            the server build: a component exporting wasm-app/wit/feelings.wit
+#   <target>/wasm32-wasip2/release/feelings_http_component.wasm
+#                            the same classifier behind wasi:http/incoming-handler
 # and installs the page's test driver (npm ci). Installs what it needs: the rustup targets and
 # wasm-bindgen-cli at the exact version of the wasm-bindgen crate. Serve web/ with a bundle in
 # web/model/ to use the page.
@@ -26,8 +28,10 @@ wasm-bindgen --target web --no-typescript --remove-name-section --remove-produce
   --out-dir web/pkg \
   "$target_dir/wasm32-unknown-unknown/release/feelings_core.wasm"
 
-# The server build, and the misbehaving guest the gateway's fault tests run.
-cargo build --release -p feelings-core -p feelings-fault-guest --lib --target wasm32-wasip2
+# The server build, the wasi:http component built on it, and the misbehaving guest the
+# gateway's fault tests run.
+cargo build --release -p feelings-core -p feelings-http-component -p feelings-fault-guest --lib \
+  --target wasm32-wasip2
 
 (cd web && npm ci --no-audit --no-fund --silent)
 

@@ -4,8 +4,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+pub use feelings_core::contract::{ErrorBody, ErrorDetail};
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,28 +90,6 @@ impl ErrorKind {
             other => Self::Other(other),
         }
     }
-}
-
-/// The JSON body of every error answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong, for programs (`code`) and people (`message`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable code: `malformed_json`, `invalid_request`, `too_many_texts`, `body_too_large`,
-    /// `request_timeout`, `unsupported_media_type`, `unauthorized`, `method_not_allowed`,
-    /// `not_found`, `overloaded`, `not_ready`, `timeout`, `sandbox_failed`, `classifier_error`,
-    /// `deployment_disabled`, `deployment_exists`, `invalid_bundle`, `registry_failed` (and
-    /// `bad_request` or `server_error` for any other status).
-    pub code: String,
-    /// What the problem is.
-    pub message: String,
-    /// The request's `x-request-id`, also in the answer's headers and the server's logs.
-    pub request_id: String,
 }
 
 /// An error answer.

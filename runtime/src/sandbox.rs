@@ -9,6 +9,10 @@ use feelings_core::{Bundle, Prediction};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
 
 use crate::engine::SandboxEngine;
 use crate::pool::{Instance, Instances};
@@ -64,6 +68,8 @@ pub(crate) struct Guest {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    http: WasiHttpCtx,
+    hooks: NoOutgoingRequests,
 }
 
 impl Guest {
@@ -76,7 +82,48 @@ impl Guest {
                 .memory_size(memory)
                 .trap_on_grow_failure(true)
                 .build(),
+            http: WasiHttpCtx::new(),
+            hooks: NoOutgoingRequests,
         }
+    }
+}
+
+/// wasi:http for an HTTP component while its bundle loads (before it is snapshotted): its
+/// types, and every outgoing request refused.
+impl WasiHttpView for Guest {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Refuses every outgoing HTTP request: a guest has no network.
+struct NoOutgoingRequests;
+
+/// What `WasiHttpHooks::send_request` returns.
+type SendRequest = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    axum::http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for NoOutgoingRequests {
+    fn send_request(
+        &mut self,
+        _request: axum::http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _done: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendRequest {
+        Box::new(std::future::ready(Err(HttpError::HttpRequestDenied)))
     }
 }
 

@@ -39,33 +39,53 @@ pub(crate) fn prepare(
     cache_dir: Option<&Path>,
 ) -> Result<(Component, Preparation), SandboxError> {
     let started = Instant::now();
-    let finish = |component, from_cache, cache_file| {
-        let preparation = Preparation {
-            from_cache,
-            cache_file,
-            duration: started.elapsed(),
-        };
-        Ok((component, preparation))
-    };
-    let Some(dir) = cache_dir else {
-        let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
+    let make = || {
+        let snapshot = snapshot(engine, wasm, bundle, manifest_json, cache_dir)?;
+        let compiling = Instant::now();
         let component = Component::new(engine, &snapshot).map_err(component_error)?;
-        return finish(component, false, None);
+        tracing::info!(
+            "snapshot compiled in {:.1} s ({} MB)",
+            compiling.elapsed().as_secs_f64(),
+            snapshot.len() / 1_000_000
+        );
+        Ok(component)
     };
+    let (component, from_cache, cache_file) = match cache_dir {
+        None => (make()?, false, None),
+        Some(dir) => {
+            let file = dir.join(format!("{}.cwasm", cache_key(engine, wasm, manifest_json)));
+            let (component, from_cache) = cached(dir, &file, engine, make)?;
+            (component, from_cache, Some(file))
+        }
+    };
+    let preparation = Preparation {
+        from_cache,
+        cache_file,
+        duration: started.elapsed(),
+    };
+    Ok((component, preparation))
+}
+
+/// The component compiled in `file` of the cache folder `dir`, or, when there is none (or a
+/// damaged one), the one `make` compiles, stored there; and whether it came from the file.
+fn cached(
+    dir: &Path,
+    file: &Path,
+    engine: &Engine,
+    make: impl FnOnce() -> Result<Component, SandboxError>,
+) -> Result<(Component, bool), SandboxError> {
     private_dir(dir)?;
-    let file = dir.join(format!("{}.cwasm", cache_key(engine, wasm, manifest_json)));
-    if let Some(component) = read_artifact(engine, &file) {
-        return finish(component, true, Some(file));
+    if let Some(component) = read_artifact(engine, file) {
+        return Ok((component, true));
     }
     // One maker per artifact: whoever waited on the lock finds the file made.
-    let _lock = lock(&file)?;
-    if let Some(component) = read_artifact(engine, &file) {
-        return finish(component, true, Some(file));
+    let _lock = lock(file)?;
+    if let Some(component) = read_artifact(engine, file) {
+        return Ok((component, true));
     }
-    let snapshot = snapshot(engine, wasm, bundle, manifest_json)?;
-    let component = Component::new(engine, &snapshot).map_err(component_error)?;
-    store_artifact(&file, &component)?;
-    finish(component, false, Some(file))
+    let component = make()?;
+    store_artifact(file, &component)?;
+    Ok((component, false))
 }
 
 /// Makes `dir` if needed (mode 0700) and refuses it unless it is this user's and nobody
@@ -145,8 +165,9 @@ fn lock(file: &Path) -> Result<std::fs::File, SandboxError> {
     Ok(lock)
 }
 
-/// Names the artifact after everything it depends on: the component, the bundle (its manifest
-/// holds the sha256 of the model and tokenizer) and the engine's version and settings.
+/// Names the artifact after everything it depends on: the component, what was loaded into it
+/// (the bundle's manifest, which holds the sha256 of the model and tokenizer; or a tag for the
+/// instrumented component, which holds nothing) and the engine's version and settings.
 fn cache_key(engine: &Engine, wasm: &[u8], manifest_json: &[u8]) -> String {
     let mut engine_hash = DefaultHasher::new();
     engine
@@ -192,32 +213,60 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)
 }
 
-/// The classifier component `wasm` with `bundle` loaded and warmed up inside it, as a new
-/// component: a self-contained classifier that any component host can run (its `classify`
-/// answers without `load`). `feelings-serve --write-component` writes it.
-pub fn preinitialise(wasm: &[u8], bundle: &Bundle) -> Result<Vec<u8>, SandboxError> {
+/// The classifier component `wasm` (or a component built on the classifier, such as the
+/// `wasi:http` one) with `bundle` loaded and warmed up inside it, as a new component: a
+/// self-contained classifier that any component host can run (its `classify`, and its HTTP
+/// handler, answer without `load`). `feelings-serve --write-component` and
+/// `--write-http-component` write it. With `cache_dir`, the instrumented component and the
+/// compiled functions come from that cache (and are kept there).
+pub fn preinitialise(
+    wasm: &[u8],
+    bundle: &Bundle,
+    cache_dir: Option<&Path>,
+) -> Result<Vec<u8>, SandboxError> {
     let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
-    let engine = SandboxEngine::new(&EngineOptions::default())?;
-    snapshot(engine.engine(), wasm, bundle, &manifest_json)
+    let engine = SandboxEngine::new(&EngineOptions {
+        function_cache: cache_dir.map(crate::engine::function_cache_in),
+        ..EngineOptions::default()
+    })?;
+    snapshot(engine.engine(), wasm, bundle, &manifest_json, cache_dir)
 }
 
 /// Instantiates an instrumented copy of the component, loads the bundle and warms up inside it,
-/// and returns the component rewritten with that state as its initial memory.
+/// and returns the component rewritten with that state as its initial memory. The instrumented
+/// copy is the same for every bundle: with a cache folder it is compiled once.
 fn snapshot(
     engine: &Engine,
     wasm: &[u8],
     bundle: &Bundle,
     manifest_json: &[u8],
+    cache_dir: Option<&Path>,
 ) -> Result<Vec<u8>, SandboxError> {
+    let started = Instant::now();
     let wizer = Wizer::new();
     let (context, instrumented) = wizer.instrument_component(wasm).map_err(component_error)?;
-    let component = Component::new(engine, &instrumented).map_err(component_error)?;
+    let compile = || Component::new(engine, &instrumented).map_err(component_error);
+    let component = match cache_dir {
+        None => compile()?,
+        Some(dir) => {
+            let key = cache_key(engine, &instrumented, b"instrumented");
+            cached(
+                dir,
+                &dir.join(format!("instrumented-{key}.cwasm")),
+                engine,
+                compile,
+            )?
+            .0
+        }
+    };
+    let instrumented_at = started.elapsed();
     // The bundle is the operator's; no memory cap or deadline while it loads.
     let mut store = guest_store(engine, usize::MAX);
     store.set_epoch_deadline(u64::MAX / 2);
-    let instance = linker(engine)?
-        .instantiate(&mut store, &component)
-        .map_err(trap)?;
+    let mut linker = linker(engine)?;
+    // A component built on the classifier may answer wasi:http too (the HTTP component).
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(component_error)?;
+    let instance = linker.instantiate(&mut store, &component).map_err(trap)?;
     let bindings = component::Classifier::new(&mut store, &instance).map_err(component_error)?;
     bindings
         .feelings_classifier_classify()
@@ -225,13 +274,24 @@ fn snapshot(
         .map_err(trap)?
         .map_err(SandboxError::Refused)?;
     bindings.call_warm_up(&mut store).map_err(trap)?;
+    let loaded_at = started.elapsed();
     // Wizer reads the guest's whole memory back through one call; it is ours, not a request's.
     store.set_hostcall_fuel(usize::MAX);
     let mut state = GuestState {
         store: &mut store,
         instance,
     };
-    pollster::block_on(wizer.snapshot_component(&context, &mut state)).map_err(component_error)
+    let snapshot = pollster::block_on(wizer.snapshot_component(&context, &mut state))
+        .map_err(component_error)?;
+    tracing::info!(
+        "bundle {:?} loaded into the component and snapshotted in {:.1} s (instrumented \
+         component ready at {:.1} s, bundle loaded and warmed up at {:.1} s)",
+        bundle.manifest.name,
+        started.elapsed().as_secs_f64(),
+        instrumented_at.as_secs_f64(),
+        loaded_at.as_secs_f64()
+    );
+    Ok(snapshot)
 }
 
 /// Lets Wizer read the instrumented guest's memories and globals.

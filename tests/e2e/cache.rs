@@ -15,7 +15,11 @@ fn fault_guest() -> Vec<u8> {
 }
 
 fn prepare(cache: &Path) -> Result<feelings_runtime::Preparation, String> {
-    let bundle = Bundle::read_dir(tiny_bundle()).unwrap();
+    prepare_bundle(cache, tiny_bundle())
+}
+
+fn prepare_bundle(cache: &Path, dir: &Path) -> Result<feelings_runtime::Preparation, String> {
+    let bundle = Bundle::read_dir(dir).unwrap();
     let options = SandboxOptions {
         cache_dir: Some(cache.to_path_buf()),
         ..SandboxOptions::default()
@@ -38,6 +42,52 @@ fn a_new_cache_folder_is_private_and_a_second_start_reads_it() {
     let file = made.cache_file.unwrap();
     assert_eq!(mode(&file), 0o600, "whatever the umask: {:o}", mode(&file));
     assert!(prepare(&cache).unwrap().from_cache);
+}
+
+/// The cache's files whose names start with `prefix`, with when each was last written.
+fn cached_files(cache: &Path, prefix: &str) -> Vec<(String, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix) && name.ends_with(".cwasm"))
+        .map(|name| {
+            let written = std::fs::metadata(cache.join(&name)).unwrap().modified();
+            (name, written.unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_instrumented_component_is_compiled_once_for_every_bundle() {
+    let cache = tempfile::tempdir().unwrap();
+    assert!(!prepare(cache.path()).unwrap().from_cache);
+    let instrumented = cached_files(cache.path(), "instrumented-");
+    assert_eq!(instrumented.len(), 1, "{instrumented:?}");
+
+    // Another bundle (the same files under another model name): its own snapshot, made with
+    // the instrumented component already compiled.
+    let other = tempfile::tempdir().unwrap();
+    for file in ["model.onnx", "tokenizer.json"] {
+        std::fs::copy(tiny_bundle().join(file), other.path().join(file)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(tiny_bundle().join("feelings.json")).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    manifest["name"] = "another-model".into();
+    std::fs::write(other.path().join("feelings.json"), manifest.to_string()).unwrap();
+    assert!(
+        !prepare_bundle(cache.path(), other.path())
+            .unwrap()
+            .from_cache
+    );
+    assert_eq!(cached_files(cache.path(), "instrumented-"), instrumented);
+    let snapshots: Vec<_> = cached_files(cache.path(), "")
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("instrumented-"))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "one snapshot per bundle: {snapshots:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod cache;
 mod deployments;
 mod gateway;
 mod hardening;
+mod http_component;
 mod parity;
 mod sandbox;
 mod serve;

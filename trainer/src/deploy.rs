@@ -11,6 +11,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use feelings_core::contract::ErrorBody;
 use feelings_core::deployment::bundle_digest;
 use feelings_core::manifest::{Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
 use feelings_core::{Bundle, BundleError};
@@ -398,21 +399,6 @@ fn network(target: &Target, error: ureq::Error) -> DeployError {
         ),
         _ => transport(target, error),
     }
-}
-
-/// The error object of the gateway's error answers.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    message: String,
-    #[serde(default)]
-    request_id: String,
 }
 
 /// Turns the gateway's answer into the deployment it made, or the error it gave.

@@ -10,6 +10,7 @@
 
 mod bundle;
 mod classifier;
+pub mod contract;
 pub mod deployment;
 mod encode;
 mod labels;
@@ -17,7 +18,7 @@ pub mod manifest;
 mod ops;
 pub mod profile;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
-mod wasi;
+pub mod wasi;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod web;
 

@@ -1,5 +1,6 @@
 //! The server build: the classifier as a WebAssembly component (wasm32-wasip2) exporting the
-//! `feelings:classifier/classify` interface of `wit/feelings.wit`.
+//! `feelings:classifier/classify` interface of `wit/feelings.wit`. A component linking this
+//! crate exports that interface too; [`with_loaded`] gives it the loaded classifier.
 
 use std::cell::RefCell;
 
@@ -12,6 +13,12 @@ use exports::feelings::classifier::classify::{Guest as ClassifyGuest, Prediction
 thread_local! {
     /// The loaded classifier; the component runs on one thread.
     static LOADED: RefCell<Option<TractClassifier>> = const { RefCell::new(None) };
+}
+
+/// Runs `with` on the loaded classifier (`None` before `load`): how another handler of a
+/// component built on this crate (the `wasi:http` one) reaches the model its host snapshotted.
+pub fn with_loaded<R>(with: impl FnOnce(Option<&TractClassifier>) -> R) -> R {
+    LOADED.with(|slot| with(slot.borrow().as_ref()))
 }
 
 struct Component;

@@ -9,40 +9,15 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use feelings_core::{Prediction, Truncation};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+pub use feelings_core::contract::Classified;
+use feelings_core::contract::{self, ClassifyRequest, RequestError};
+use feelings_core::Prediction;
 
 use super::{request_id, AppState, Limits};
 use crate::deployments::Deployment;
 use crate::error::{ApiError, ErrorBody, ErrorKind};
 use crate::pool::{JobError, Pool};
 use crate::SandboxError;
-
-/// `POST /v1/classify` body: one text or a list (exactly one of the two).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ClassifyRequest {
-    /// One review.
-    text: Option<String>,
-    /// Several reviews, answered in order.
-    texts: Option<Vec<String>>,
-}
-
-/// One answer of `POST /v1/classify`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct Classified {
-    /// The decided label.
-    pub label: String,
-    /// The probability of the positive label.
-    pub score: f32,
-    /// The threshold the label was decided at.
-    pub threshold: f32,
-    /// The deployed model's name.
-    pub model: String,
-    /// Whether the text was cut to what the model reads.
-    pub truncated: bool,
-}
 
 /// Classifies one review (`text`, one answer) or several (`texts`, a list in order) with the
 /// default deployment.
@@ -122,8 +97,7 @@ async fn classify_with(
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        .is_some_and(contract::is_json_content_type);
     if !is_json {
         return Err(fail(
             ErrorKind::UnsupportedMediaType,
@@ -133,12 +107,13 @@ async fn classify_with(
     let body = read_body(body, &state.limits)
         .await
         .map_err(|(k, m)| fail(k, m))?;
-    let (texts, single) = parse(&body, state.limits.max_texts).map_err(|(k, m)| fail(k, m))?;
+    let (texts, single) = contract::parse_request(&body, state.limits.max_texts)
+        .map_err(|e| fail(request_error_kind(&e), e.to_string()))?;
     deployment.count_request();
     let manifest = &deployment.manifest;
     let (texts, cut): (Vec<String>, Vec<bool>) = texts
         .into_iter()
-        .map(|t| cut_text(t, state.limits.max_chars, manifest.truncation))
+        .map(|t| contract::cut_text(t, state.limits.max_chars, manifest.truncation))
         .unzip();
     let warm = state
         .deployments
@@ -148,17 +123,7 @@ async fn classify_with(
     let predictions = answer(&warm.pool, texts, &state.limits)
         .await
         .map_err(|(k, m)| fail(k, m))?;
-    let answers: Vec<Classified> = predictions
-        .into_iter()
-        .zip(cut)
-        .map(|(p, cut)| Classified {
-            label: p.label,
-            score: p.score,
-            threshold: p.threshold,
-            model: manifest.name.clone(),
-            truncated: p.truncated || cut,
-        })
-        .collect();
+    let answers = contract::answers(predictions, &cut, &manifest.name);
     deployment
         .metrics
         .classify_latency
@@ -225,52 +190,11 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-/// The texts of a request body, and whether it asked for one (`text`) or a list.
-fn parse(body: &[u8], max_texts: usize) -> Result<(Vec<String>, bool), (ErrorKind, String)> {
-    let request: ClassifyRequest = serde_json::from_slice(body).map_err(|e| {
-        let kind = match e.classify() {
-            serde_json::error::Category::Data => ErrorKind::InvalidRequest,
-            _ => ErrorKind::MalformedJson,
-        };
-        (kind, format!("the body: {e}"))
-    })?;
-    let (texts, single) = match (request.text, request.texts) {
-        (Some(text), None) => (vec![text], true),
-        (None, Some(texts)) if !texts.is_empty() => (texts, false),
-        (None, Some(_)) => return Err((ErrorKind::InvalidRequest, "`texts` is empty".into())),
-        _ => {
-            return Err((
-                ErrorKind::InvalidRequest,
-                "give either `text` (a string) or `texts` (a list of strings)".into(),
-            ))
-        }
-    };
-    if texts.len() > max_texts {
-        return Err((
-            ErrorKind::TooManyTexts,
-            format!("{} texts; at most {max_texts} per request", texts.len()),
-        ));
+/// The gateway's kind for a refused body.
+fn request_error_kind(error: &RequestError) -> ErrorKind {
+    match error {
+        RequestError::Malformed(_) => ErrorKind::MalformedJson,
+        RequestError::Invalid(_) => ErrorKind::InvalidRequest,
+        RequestError::TooManyTexts(_) => ErrorKind::TooManyTexts,
     }
-    Ok((texts, single))
-}
-
-/// Cuts `text` to `max_chars` characters, keeping what the model's truncation keeps (the start;
-/// or the start and the end for head+tail); says whether it cut.
-fn cut_text(text: String, max_chars: usize, truncation: Truncation) -> (String, bool) {
-    let count = text.chars().count();
-    if count <= max_chars {
-        return (text, false);
-    }
-    let cut = match truncation {
-        Truncation::Tail => text.chars().take(max_chars).collect(),
-        Truncation::HeadTail => {
-            let head: String = text.chars().take(max_chars / 2).collect();
-            let tail: String = text
-                .chars()
-                .skip(count - (max_chars - max_chars / 2))
-                .collect();
-            format!("{head} {tail}")
-        }
-    };
-    (cut, true)
 }

@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use feelings_core::contract;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -56,9 +57,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_body_bytes: 1 << 20,
-            max_texts: 64,
-            max_chars: 20_000,
+            max_body_bytes: contract::DEFAULT_MAX_BODY_BYTES,
+            max_texts: contract::DEFAULT_MAX_TEXTS,
+            max_chars: contract::DEFAULT_MAX_CHARS,
             timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
             max_upload_bytes: 512 << 20,
@@ -176,7 +177,7 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         openapi
     ),
     components(schemas(
-        classify::ClassifyRequest,
+        feelings_core::contract::ClassifyRequest,
         Classified,
         ErrorBody,
         ErrorDetail,

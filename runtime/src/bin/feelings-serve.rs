@@ -26,6 +26,7 @@ use tracing_subscriber::EnvFilter;
 /// whose client leaves is dropped.
 #[derive(Parser)]
 #[command(version)]
+#[command(group(clap::ArgGroup::new("write").args(["write_component", "write_http_component"])))]
 struct Args {
     /// The bundle folder made by `feelings export`: the default deployment.
     #[arg(long, default_value = "models/imdb-minilm")]
@@ -143,6 +144,21 @@ struct Args {
     /// and exit: a self-contained classifier for any WebAssembly component host.
     #[arg(long, value_name = "FILE")]
     write_component: Option<PathBuf>,
+    /// Write a `wasi:http/proxy` component with the bundle already loaded inside it to this
+    /// file and exit: it answers POST /v1/classify, GET /v1/model and GET /healthz as this
+    /// gateway does (with the default limits), under `wasmtime serve`, Spin, wasmCloud or any
+    /// other wasi:http host.
+    #[arg(long, value_name = "FILE")]
+    write_http_component: Option<PathBuf>,
+    /// With --write-component or --write-http-component: the bundle of this deployment in
+    /// --registry instead of --model.
+    #[arg(long, value_name = "NAME", value_parser = deployment_name, conflicts_with = "name", requires = "write")]
+    deployment: Option<String>,
+    /// The wasi:http component that --write-http-component loads the bundle into [default:
+    /// the one `web/build.sh` builds next to this binary:
+    /// <target>/wasm32-wasip2/release/feelings_http_component.wasm].
+    #[arg(long)]
+    http_component: Option<PathBuf>,
 }
 
 /// A number of seconds: finite, at least a millisecond, at most a day.
@@ -182,13 +198,18 @@ fn origin(text: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(text).map_err(|e| e.to_string())
 }
 
-fn default_component() -> Result<PathBuf> {
+/// The WebAssembly file `name` that `web/build.sh` builds next to this binary.
+fn built_component(name: &str, flag: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let target = exe
         .parent()
         .and_then(|dir| dir.parent())
-        .context("this program is not in a cargo target folder; pass --component")?;
-    Ok(target.join("wasm32-wasip2/release/feelings_core.wasm"))
+        .with_context(|| format!("this program is not in a cargo target folder; pass {flag}"))?;
+    Ok(target.join("wasm32-wasip2/release").join(name))
+}
+
+fn default_component() -> Result<PathBuf> {
+    built_component("feelings_core.wasm", "--component")
 }
 
 fn default_registry() -> Result<PathBuf> {
@@ -234,20 +255,55 @@ fn default_cache() -> Result<PathBuf> {
     Ok(base.join("feelings"))
 }
 
-/// `--write-component`: the pre-initialised component, for other hosts.
-fn write_component(args: &Args, out: &std::path::Path) -> Result<()> {
-    let bundle = feelings_core::Bundle::read_dir(&args.model)?;
-    let component = match &args.component {
-        Some(path) => path.clone(),
-        None => default_component()?,
+/// `--write-component` and `--write-http-component`: a pre-initialised component, for other
+/// hosts.
+fn write_component(args: &Args, out: &std::path::Path, http: bool) -> Result<()> {
+    let bundle_dir = match &args.deployment {
+        Some(name) => {
+            let registry = match &args.registry {
+                Some(dir) => dir.clone(),
+                None => default_registry()?,
+            };
+            feelings_runtime::Registry::deployment_bundle(&registry, name).with_context(|| {
+                format!(
+                    "--deployment {name}: not a deployment of the registry {}",
+                    registry.display()
+                )
+            })?
+        }
+        None => args.model.clone(),
     };
-    let wasm = std::fs::read(&component).with_context(|| format!("{}", component.display()))?;
-    let snapshot = feelings_runtime::preinitialise(&wasm, &bundle)?;
+    let bundle = feelings_core::Bundle::read_dir(&bundle_dir)?;
+    let component = match (http, &args.component, &args.http_component) {
+        (false, Some(path), _) | (true, _, Some(path)) => path.clone(),
+        (false, None, _) => default_component()?,
+        (true, _, None) => built_component("feelings_http_component.wasm", "--http-component")?,
+    };
+    let wasm = std::fs::read(&component).with_context(|| {
+        format!(
+            "{}: build it with web/build.sh, or pass its path",
+            component.display()
+        )
+    })?;
+    let cache = match &args.cache {
+        Some(dir) => dir.clone(),
+        None => default_cache()?,
+    };
+    let snapshot =
+        feelings_runtime::preinitialise(&wasm, &bundle, Some(&cache)).with_context(|| {
+            format!(
+                "{}: cannot load {} into it",
+                component.display(),
+                bundle_dir.display()
+            )
+        })?;
     std::fs::write(out, &snapshot).with_context(|| format!("{}", out.display()))?;
     tracing::info!(
-        "wrote {} ({} MB)",
+        "wrote {} ({} MB): {} loaded into {}",
         out.display(),
-        snapshot.len() / 1_000_000
+        snapshot.len() / 1_000_000,
+        bundle_dir.display(),
+        component.display()
     );
     Ok(())
 }
@@ -321,7 +377,10 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     if let Some(out) = &args.write_component {
-        return write_component(&args, out);
+        return write_component(&args, out, false);
+    }
+    if let Some(out) = &args.write_http_component {
+        return write_component(&args, out, true);
     }
     let max_connections = reserve_descriptors(args.max_connections.map(|n| n as usize))
         .map_err(anyhow::Error::msg)?;

@@ -142,6 +142,23 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The bundle folder of deployment `name` in the registry at `dir`, read without opening
+    /// the registry (a running gateway may be writing to it).
+    pub fn deployment_bundle(dir: &Path, name: &str) -> Result<PathBuf, RegistryError> {
+        validate_name(name).map_err(|reason| RegistryError::BadRecord {
+            path: dir.join("deployments"),
+            reason,
+        })?;
+        let path = dir.join("deployments").join(format!("{name}.json"));
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let record: Record =
+            serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadRecord {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(dir.join("bundles").join(record.bundle_sha256))
+    }
+
     /// The registry's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
