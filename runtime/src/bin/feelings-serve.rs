@@ -212,6 +212,16 @@ fn default_component() -> Result<PathBuf> {
     built_component("feelings_core.wasm", "--component")
 }
 
+/// --registry, or its default.
+fn registry_dir(args: &Args) -> Result<PathBuf> {
+    args.registry.clone().map_or_else(default_registry, Ok)
+}
+
+/// --cache, or its default.
+fn cache_dir(args: &Args) -> Result<PathBuf> {
+    args.cache.clone().map_or_else(default_cache, Ok)
+}
+
 fn default_registry() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -260,10 +270,7 @@ fn default_cache() -> Result<PathBuf> {
 fn write_component(args: &Args, out: &std::path::Path, http: bool) -> Result<()> {
     let bundle_dir = match &args.deployment {
         Some(name) => {
-            let registry = match &args.registry {
-                Some(dir) => dir.clone(),
-                None => default_registry()?,
-            };
+            let registry = registry_dir(args)?;
             feelings_runtime::Registry::deployment_bundle(&registry, name).with_context(|| {
                 format!(
                     "--deployment {name}: not a deployment of the registry {}",
@@ -285,10 +292,7 @@ fn write_component(args: &Args, out: &std::path::Path, http: bool) -> Result<()>
             component.display()
         )
     })?;
-    let cache = match &args.cache {
-        Some(dir) => dir.clone(),
-        None => default_cache()?,
-    };
+    let cache = cache_dir(args)?;
     let snapshot =
         feelings_runtime::preinitialise(&wasm, &bundle, Some(&cache)).with_context(|| {
             format!(
@@ -310,17 +314,11 @@ fn write_component(args: &Args, out: &std::path::Path, http: bool) -> Result<()>
 
 fn gateway_options(args: &Args) -> Result<GatewayOptions> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let cache = match &args.cache {
-        Some(dir) => dir.clone(),
-        None => default_cache()?,
-    };
+    let cache = cache_dir(args)?;
     Ok(GatewayOptions {
         model: args.model.clone(),
         default_name: default_name(args)?,
-        registry: match &args.registry {
-            Some(dir) => dir.clone(),
-            None => default_registry()?,
-        },
+        registry: registry_dir(args)?,
         cores: args.cores.map_or(cores, usize::from),
         max_sandboxes: args.max_sandboxes,
         budget_bytes: args.memory_budget_mib << 20,

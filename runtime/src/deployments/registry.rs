@@ -76,6 +76,21 @@ pub enum RegistryError {
     },
 }
 
+/// The record in file `path`, checked: a valid name, the one its file is named after.
+fn read_record(path: &Path) -> Result<Record, RegistryError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let bad = |reason: String| RegistryError::BadRecord {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let record: Record = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    validate_name(&record.name).map_err(bad)?;
+    if path.file_stem().is_none_or(|s| s != record.name.as_str()) {
+        return Err(bad(format!("it names {:?}", record.name)));
+    }
+    Ok(record)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     move |source| RegistryError::Io {
         path: path.to_path_buf(),
@@ -149,13 +164,7 @@ impl Registry {
             path: dir.join("deployments"),
             reason,
         })?;
-        let path = dir.join("deployments").join(format!("{name}.json"));
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let record: Record =
-            serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadRecord {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+        let record = read_record(&dir.join("deployments").join(format!("{name}.json")))?;
         Ok(dir.join("bundles").join(record.bundle_sha256))
     }
 
@@ -173,17 +182,7 @@ impl Registry {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            let bad = |reason: String| RegistryError::BadRecord {
-                path: path.clone(),
-                reason,
-            };
-            let record: Record = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-            validate_name(&record.name).map_err(bad)?;
-            if path.file_stem().is_none_or(|s| s != record.name.as_str()) {
-                return Err(bad(format!("it names {:?}", record.name)));
-            }
-            records.push(record);
+            records.push(read_record(&path)?);
         }
         records.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(records)
