@@ -13,13 +13,13 @@ LATENCY=$PWD/runtime/bench/latency.py
 DATA=$PWD/../shared/data/imdb/imdb.csv.gz
 D=${1:-$(mktemp -d)}
 echo "work folder $D"
-mkdir -p "$D"; cd "$D"; rm -rf reg cache copy; mkdir -p cache
+mkdir -p "$D"; cd "$D"; rm -rf reg cache copy serve.log; mkdir -p cache
 # A second bundle: the shipped files under another model name, so another sha256.
 cp -r "$M" copy
 python3 -c 'import json,sys; p=sys.argv[1]; m=json.load(open(p)); m["name"]+="-copy"; json.dump(m, open(p,"w"), indent=2)' copy/feelings.json
 PORT=8391
 serve() { # extra flags
-  RUST_LOG=info $BIN --model $M --component $COMP --cache $D/cache --registry $D/reg --addr 127.0.0.1:$PORT --admin-key an-admin-key-of-24-chars "$@" > $D/serve.log 2>&1 &
+  RUST_LOG=info $BIN --model $M --component $COMP --cache $D/cache --registry $D/reg --addr 127.0.0.1:$PORT --admin-key an-admin-key-of-24-chars "$@" >> $D/serve.log 2>&1 &
   PID=$!
   for i in $(seq 1 600); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.1; done
   echo "ready after $i polls (x0.1 s)"
@@ -38,7 +38,7 @@ echo "== new bundle upload -> first answer (function cache warm from the shipped
 
 t0=$(date +%s.%N); up $PORT copy-0 $D/copy; c /v1/deployments/copy-0/classify 1; t1=$(date +%s.%N)
 echo "upload+first answer: $(echo "$t1 - $t0" | bc) s"
-grep -E "snapshot mapped" $D/serve.log | tail -2
+grep -E "snapshotted|compiled in|snapshot mapped" $D/serve.log | tail -4
 echo "== 10 deployments"
 for i in $(seq 1 4); do up $PORT ship-$i $M >/dev/null; up $PORT copy-$i $D/copy >/dev/null; done
 echo -n "deployments: "; curl -s http://127.0.0.1:$PORT/v1/deployments | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["deployments"]))'
