@@ -7,11 +7,13 @@
 //! bundle's, compiles from that cache in seconds.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use wasmtime::component::Component;
 use wasmtime::{
     CacheStore, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
@@ -61,6 +63,9 @@ impl Default for EngineOptions {
 #[derive(Clone)]
 pub struct SandboxEngine {
     engine: Engine,
+    /// Components compiled on this engine, kept for its lifetime by the sha256 of what they
+    /// were made from (the instrumented classifier: the same for every bundle).
+    compiled: Arc<Mutex<HashMap<String, Component>>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -102,6 +107,7 @@ impl SandboxEngine {
             .map_err(|e| SandboxError::Component(format!("cannot start the epoch timer: {e}")))?;
         Ok(Self {
             engine,
+            compiled: Arc::default(),
             _ticker: Arc::new(Ticker(running)),
         })
     }
@@ -109,6 +115,25 @@ impl SandboxEngine {
     /// The wasmtime engine.
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The component kept under `key`, or the one `make` compiles, kept from now on; `make`
+    /// runs once however many callers ask at the same time.
+    pub(crate) fn compiled(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Result<Component, SandboxError>,
+    ) -> Result<Component, SandboxError> {
+        let mut compiled = self
+            .compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(component) = compiled.get(key) {
+            return Ok(component.clone());
+        }
+        let component = make()?;
+        compiled.insert(key.to_string(), component.clone());
+        Ok(component)
     }
 }
 

@@ -7,7 +7,8 @@
 //! instances; a [`Pool`] runs a number of slots behind a fair queue that admits requests by
 //! cost, each guest call taking its turn at a [`Gate`] shared by every pool; [`Deployments`]
 //! are named bundles kept in a [`Registry`] folder, warm while used and cold (no snapshot
-//! mapped, no sandbox) otherwise; [`app`] is the HTTP API over them; [`start`] builds all of
+//! mapped, no sandbox) otherwise, and a new one answers at once from [`LoadingSandboxes`]
+//! (each loads the bundle itself) while its snapshot is made; [`app`] is the HTTP API over them; [`start`] builds all of
 //! it; [`serve`] puts the API on a socket with bounded connections. [`time_guest`] times a
 //! sandbox against the native core (`feelings-guest-bench`, run by `feelings bench --wasm`).
 
@@ -27,7 +28,7 @@ pub use api::{app, Access, ApiDoc, AppState, Classified, DeploymentList, Limits}
 pub use bench::{time_guest, GuestTimings};
 pub use deployments::{
     BundleFiles, DeployError, Deployment, DeploymentInfo, Deployments, Host, NewDeployment, Record,
-    Registry, RegistryError, Warm,
+    Registry, RegistryError, SnapshotSlot, Warm,
 };
 pub use engine::{function_cache_in, EngineOptions, SandboxEngine, EPOCH_TICK, MAX_WASM_STACK};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
@@ -36,6 +37,6 @@ pub use metrics::{Metrics, PoolMetrics};
 pub use pool::{
     AnswerCheck, Gate, Instance, Instances, JobError, JobResult, Overloaded, Pool, PoolOptions,
 };
-pub use sandbox::{Sandbox, SandboxError, SandboxOptions, Sandboxes};
+pub use sandbox::{LoadingSandboxes, Sandbox, SandboxError, SandboxOptions, Sandboxes};
 pub use server::{listen, reserve_descriptors, serve, ConnectionLimits};
 pub use snapshot::{preinitialise, Preparation};

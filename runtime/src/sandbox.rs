@@ -3,6 +3,7 @@
 //! a bounded stack and a deadline per call (wall-clock time, enforced by epoch interruption).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use feelings_core::{Bundle, Prediction};
@@ -201,7 +202,7 @@ impl Sandboxes {
     ) -> Result<(Self, Preparation), SandboxError> {
         let manifest_json = feelings_core::manifest::to_json(&bundle.manifest);
         let (component, preparation) = snapshot::prepare(
-            engine.engine(),
+            engine,
             wasm,
             bundle,
             &manifest_json,
@@ -248,6 +249,56 @@ impl Sandboxes {
 impl Instances for Sandboxes {
     fn instance(&self) -> Result<Box<dyn Instance>, SandboxError> {
         Ok(Box::new(Sandboxes::instance(self)?.0))
+    }
+}
+
+/// Sandboxes that each load the bundle themselves, from the classifier component as it is (the
+/// instrumented one, compiled once for every bundle): what a new deployment answers with while
+/// its snapshot is made, each sandbox paying the bundle's load (about half a second for
+/// MiniLM) that a snapshot saves.
+pub struct LoadingSandboxes {
+    engine: SandboxEngine,
+    pre: component::ClassifierPre<Guest>,
+    bundle: Arc<Bundle>,
+    options: SandboxOptions,
+}
+
+impl LoadingSandboxes {
+    /// Sandboxes of the classifier component `wasm` (the server build) that load `bundle`.
+    pub fn new(
+        engine: &SandboxEngine,
+        wasm: &[u8],
+        bundle: Arc<Bundle>,
+        options: &SandboxOptions,
+    ) -> Result<Self, SandboxError> {
+        let component = snapshot::instrumented(engine, wasm, options.cache_dir.as_deref())?;
+        let pre = component::ClassifierPre::new(
+            linker(engine.engine())?
+                .instantiate_pre(&component)
+                .map_err(component_error)?,
+        )
+        .map_err(component_error)?;
+        Ok(Self {
+            engine: engine.clone(),
+            pre,
+            bundle,
+            options: options.clone(),
+        })
+    }
+}
+
+impl Instances for LoadingSandboxes {
+    fn instance(&self) -> Result<Box<dyn Instance>, SandboxError> {
+        let mut store = guest_store(self.engine.engine(), self.options.memory_limit);
+        store.set_epoch_deadline(deadline_ticks(self.options.deadline));
+        let bindings = self.pre.instantiate(&mut store).map_err(trap)?;
+        let mut sandbox = Sandbox {
+            store,
+            bindings,
+            deadline: self.options.deadline,
+        };
+        sandbox.load(&self.bundle)?;
+        Ok(Box::new(sandbox))
     }
 }
 

@@ -32,15 +32,16 @@ pub struct Preparation {
 /// The compiled, pre-initialised component for `bundle`: from `cache_dir` when it holds one for
 /// these exact bytes (and this engine), otherwise made and stored there.
 pub(crate) fn prepare(
-    engine: &Engine,
+    sandbox_engine: &SandboxEngine,
     wasm: &[u8],
     bundle: &Bundle,
     manifest_json: &[u8],
     cache_dir: Option<&Path>,
 ) -> Result<(Component, Preparation), SandboxError> {
     let started = Instant::now();
+    let engine = sandbox_engine.engine();
     let make = || {
-        let snapshot = snapshot(engine, wasm, bundle, manifest_json, cache_dir)?;
+        let snapshot = snapshot(sandbox_engine, wasm, bundle, manifest_json, cache_dir)?;
         let compiling = Instant::now();
         let component = Component::new(engine, &snapshot).map_err(component_error)?;
         tracing::info!(
@@ -243,36 +244,49 @@ pub fn preinitialise(
         function_cache: cache_dir.map(crate::engine::function_cache_in),
         ..EngineOptions::default()
     })?;
-    snapshot(engine.engine(), wasm, bundle, &manifest_json, cache_dir)
+    snapshot(&engine, wasm, bundle, &manifest_json, cache_dir)
+}
+
+/// The classifier component `wasm` instrumented for snapshots and compiled: the same for every
+/// bundle, so it is compiled once per cache folder and kept by the engine once made. It also
+/// serves as it is: an instance of it that loads a bundle classifies like a snapshot of it.
+pub(crate) fn instrumented(
+    engine: &SandboxEngine,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<Component, SandboxError> {
+    let key = format!("instrumented {}", hex(&Sha256::digest(wasm)));
+    engine.compiled(&key, || {
+        let (_, instrumented) = Wizer::new()
+            .instrument_component(wasm)
+            .map_err(component_error)?;
+        let compile = || Component::new(engine.engine(), &instrumented).map_err(component_error);
+        match cache_dir {
+            None => compile(),
+            Some(dir) => {
+                let key = cache_key(engine.engine(), &instrumented, b"instrumented");
+                let file = dir.join(format!("instrumented-{key}.cwasm"));
+                Ok(cached(dir, &file, engine.engine(), compile)?.0)
+            }
+        }
+    })
 }
 
 /// Instantiates an instrumented copy of the component, loads the bundle and warms up inside it,
 /// and returns the component rewritten with that state as its initial memory. The instrumented
 /// copy is the same for every bundle: with a cache folder it is compiled once.
 fn snapshot(
-    engine: &Engine,
+    sandbox_engine: &SandboxEngine,
     wasm: &[u8],
     bundle: &Bundle,
     manifest_json: &[u8],
     cache_dir: Option<&Path>,
 ) -> Result<Vec<u8>, SandboxError> {
     let started = Instant::now();
+    let engine = sandbox_engine.engine();
     let wizer = Wizer::new();
-    let (context, instrumented) = wizer.instrument_component(wasm).map_err(component_error)?;
-    let compile = || Component::new(engine, &instrumented).map_err(component_error);
-    let component = match cache_dir {
-        None => compile()?,
-        Some(dir) => {
-            let key = cache_key(engine, &instrumented, b"instrumented");
-            cached(
-                dir,
-                &dir.join(format!("instrumented-{key}.cwasm")),
-                engine,
-                compile,
-            )?
-            .0
-        }
-    };
+    let (context, _) = wizer.instrument_component(wasm).map_err(component_error)?;
+    let component = instrumented(sandbox_engine, wasm, cache_dir)?;
     let instrumented_at = started.elapsed();
     // The bundle is the operator's; no memory cap or deadline while it loads.
     let mut store = guest_store(engine, usize::MAX);

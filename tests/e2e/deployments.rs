@@ -71,6 +71,25 @@ async fn deploy(state: &Arc<AppState>, name: &str, model: &str) -> Answer {
     .await
 }
 
+/// Waits until deployment `name` serves from its snapshot: a new one serves from sandboxes
+/// that load its bundle while the snapshot is made in the background.
+async fn until_snapshot_serves(state: &Arc<AppState>, name: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let shown = send(state, get(&format!("/v1/deployments/{name}")))
+            .await
+            .json();
+        if shown["loading"] == false && shown["preparing"] == false {
+            return shown;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{name} has no snapshot after 300 s: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn admin(method: &str, uri: &str) -> Request<Body> {
     Request::builder()
         .method(method)
@@ -121,6 +140,18 @@ async fn deployments_are_created_listed_disabled_deleted_and_survive_a_restart()
     );
     assert_eq!(created["enabled"], true);
     assert!(created["review_ms"].as_f64().unwrap() > 0.0);
+    // It answers at once, from sandboxes that load its bundle, while its snapshot is made.
+    assert_eq!(
+        (&created["warm"], &created["loading"], &created["preparing"]),
+        (&json!(true), &json!(true), &json!(true))
+    );
+    let early = send(&state, classify("second", "a fine film")).await;
+    assert_eq!(early.status, StatusCode::OK);
+    let shown = until_snapshot_serves(&state, "second").await;
+    assert_eq!(
+        shown["warm"], true,
+        "the snapshot's pool took the loading one's place"
+    );
 
     let list = send(&state, get("/v1/deployments")).await.json();
     assert_eq!(names(&list), ["e2e-tiny-bundle", "second"]);
@@ -128,13 +159,18 @@ async fn deployments_are_created_listed_disabled_deleted_and_survive_a_restart()
 
     let answer = send(&state, classify("second", "a fine film")).await;
     assert_eq!(answer.status, StatusCode::OK);
+    let answer = answer.json();
     assert_eq!(
-        answer.json()["model"],
-        "tiny-second",
+        answer["model"], "tiny-second",
         "answered by that deployment's bundle"
     );
+    assert_eq!(
+        early.json()["score"],
+        answer["score"],
+        "a loading sandbox and the snapshot's answer alike"
+    );
     let shown = send(&state, get("/v1/deployments/second")).await.json();
-    assert_eq!(shown["requests"], 1);
+    assert_eq!(shown["requests"], 2);
 
     // Disabled: its classify route says so; enabled again: it answers.
     let disabled = send(&state, admin("POST", "/v1/deployments/second/disable")).await;
@@ -254,6 +290,7 @@ async fn idle_deployments_hold_no_sandbox_and_cooled_ones_map_again_on_demand() 
         deploy(&state, "idle", "tiny-idle").await.status,
         StatusCode::CREATED
     );
+    until_snapshot_serves(&state, "idle").await;
     for _ in 0..3 {
         assert_eq!(
             send(&state, classify("idle", "a film")).await.status,
@@ -266,7 +303,8 @@ async fn idle_deployments_hold_no_sandbox_and_cooled_ones_map_again_on_demand() 
         "{metrics}"
     );
     assert!(
-        metrics.contains("feelings_sandbox_instantiations_total{deployment=\"idle\"} 4"),
+        // The probe of the loading sandboxes, the snapshot's probe, a sandbox per request.
+        metrics.contains("feelings_sandbox_instantiations_total{deployment=\"idle\"} 5"),
         "{metrics}"
     );
 
@@ -325,6 +363,7 @@ async fn a_failing_or_flooded_deployment_does_not_touch_another() {
         deploy(&state, "quiet", "tiny-quiet").await.status,
         StatusCode::CREATED
     );
+    until_snapshot_serves(&state, "quiet").await;
     let alone = latencies(&state, "quiet", 20).await;
 
     let huge = "the movie was great and wonderful ".repeat(100_000);

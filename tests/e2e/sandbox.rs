@@ -1,7 +1,9 @@
 //! The classifier component in wasmtime against the native inference core.
 
 use feelings_core::{Bundle, Prediction, TractClassifier};
-use feelings_runtime::{SandboxOptions, Sandboxes};
+use std::sync::Arc;
+
+use feelings_runtime::{Instances, LoadingSandboxes, SandboxOptions, Sandboxes};
 use feelings_trainer::fixtures::{reviews, write_csv};
 use serde_json::Value;
 
@@ -54,6 +56,12 @@ fn the_sandboxed_component_answers_as_the_native_core_and_never_traps_on_hostile
     assert_close(&sandbox.classify(&texts[..1]).unwrap(), &expected[..1]);
     let (mut fresh, _) = sandboxes.instance().unwrap();
     assert_close(&fresh.classify(&texts[..3]).unwrap(), &expected[..3]);
+    // What a new deployment serves with while its snapshot is made: sandboxes that load the
+    // bundle themselves answer the same.
+    let loading =
+        LoadingSandboxes::new(crate::engine(), &component(), Arc::new(bundle), &options).unwrap();
+    let mut loaded = loading.instance().unwrap();
+    assert_close(&loaded.classify(&texts[..3], None).unwrap(), &expected[..3]);
 }
 
 fn assert_close(got: &[Prediction], expected: &[Prediction]) {

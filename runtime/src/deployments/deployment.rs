@@ -3,28 +3,31 @@
 //! first request maps the snapshot again (from the compiled cache) and starts the pool.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use feelings_core::manifest::TestMetrics;
-use feelings_core::{Bundle, Manifest};
+use feelings_core::{Bundle, Manifest, ReviewEncoder};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Host, Record};
 use crate::metrics::PoolMetrics;
 use crate::pool::{AnswerCheck, Pool, PoolOptions};
-use crate::{SandboxError, Sandboxes};
+use crate::{LoadingSandboxes, SandboxError, Sandboxes};
 
 /// A warm deployment's sandboxes: the compiled snapshot (mapped, shared by every deployment of
-/// the same bundle) and the pool over it.
+/// the same bundle) and the pool over it; or, while a new deployment's snapshot is made, a pool
+/// of sandboxes that load the bundle themselves.
 pub struct Warm {
     /// The slots and their queue.
     pub pool: Pool,
-    /// The compiled snapshot (`None` for a pool the embedder made).
+    /// The compiled snapshot (`None` for a pool the embedder made, or one that loads).
     pub snapshot: Option<Arc<Sandboxes>>,
+    /// Whether each sandbox loads the bundle itself (until the snapshot is ready).
+    pub loading: bool,
 }
 
 impl Warm {
@@ -52,6 +55,10 @@ pub struct Deployment {
     warm: tokio::sync::Mutex<Option<Arc<Warm>>>,
     last_used: Mutex<Instant>,
     requests: AtomicU64,
+    /// Whether its snapshot is being made now.
+    preparing: AtomicBool,
+    /// Its bundle's tokenizer, read natively once asked for (`/tokenize`, token counts).
+    encoder: std::sync::OnceLock<Result<Arc<ReviewEncoder>, String>>,
 }
 
 /// A deployment as `GET /v1/deployments` shows it.
@@ -73,6 +80,11 @@ pub struct DeploymentInfo {
     pub warm: bool,
     /// Sandboxes alive now (none while it is idle, unless sandboxes are reused).
     pub sandboxes: usize,
+    /// Whether its snapshot is being made now (a new deployment's, in the background).
+    pub preparing: bool,
+    /// Whether its sandboxes load the bundle themselves (about half a second a request for
+    /// MiniLM) because its snapshot is not ready yet.
+    pub loading: bool,
     /// Classify requests it answered since the gateway started.
     pub requests: u64,
     /// What one full-length review cost a sandbox when it was created, in milliseconds.
@@ -107,6 +119,8 @@ impl Deployment {
             warm: tokio::sync::Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             requests: AtomicU64::new(0),
+            preparing: AtomicBool::new(false),
+            encoder: std::sync::OnceLock::new(),
         }
     }
 
@@ -121,6 +135,7 @@ impl Deployment {
         let warm = Warm {
             pool,
             snapshot: None,
+            loading: false,
         };
         Self {
             name: record.name.clone(),
@@ -132,6 +147,8 @@ impl Deployment {
             warm: tokio::sync::Mutex::new(Some(Arc::new(warm))),
             last_used: Mutex::new(Instant::now()),
             requests: AtomicU64::new(0),
+            preparing: AtomicBool::new(false),
+            encoder: std::sync::OnceLock::new(),
         }
     }
 
@@ -163,6 +180,29 @@ impl Deployment {
         };
         let given = feelings_core::sha256_hex(key.trim().as_bytes());
         constant_time_eq::constant_time_eq(given.as_bytes(), expected.as_bytes())
+    }
+
+    /// Its bundle's tokenizer as the model reads reviews (its sequence length and
+    /// truncation), read from the registry on first use; refused for a deployment without a
+    /// bundle folder, or a tokenizer that does not load.
+    pub fn encoder(&self) -> Result<Arc<ReviewEncoder>, String> {
+        self.encoder
+            .get_or_init(|| {
+                let dir = self
+                    .bundle_dir
+                    .as_ref()
+                    .ok_or("this deployment's bundle is not in a registry folder")?;
+                let path = dir.join(feelings_core::manifest::TOKENIZER_FILE);
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let encoder = ReviewEncoder::from_bytes(
+                    &bytes,
+                    self.manifest.max_seq_len,
+                    self.manifest.truncation,
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Arc::new(encoder))
+            })
+            .clone()
     }
 
     /// Counts a classify request and marks the deployment used now.
@@ -230,27 +270,104 @@ impl Deployment {
             .review_ms
             .filter(|_| !probe)
             .map(|ms| Duration::from_secs_f64(ms / 1e3));
-        let options = PoolOptions {
-            instances: record.instances.map_or(host.pool.instances, usize::from),
-            queue: record.queue.map_or(host.pool.queue, |q| q as usize),
-            ..host.pool.clone()
-        };
-        let check = AnswerCheck {
-            labels: self.manifest.labels.clone(),
-            threshold: self.manifest.threshold,
-            probe: super::probe_review(&self.manifest),
-        };
         let pool = Pool::start(
             sandboxes.clone() as Arc<dyn crate::Instances>,
-            &options,
-            check,
+            &self.pool_options(host),
+            self.answer_check(),
             self.metrics.clone(),
             known,
         )?;
         Ok(Warm {
             pool,
             snapshot: Some(sandboxes),
+            loading: false,
         })
+    }
+
+    /// A probed pool of sandboxes that each load `bundle` themselves (blocking): a new
+    /// deployment answers with it at once, while [`Deployment::swap_in_snapshot`] makes its
+    /// snapshot.
+    pub(super) fn make_loading(
+        &self,
+        host: &Host,
+        bundle: Arc<Bundle>,
+    ) -> Result<Warm, SandboxError> {
+        let started = Instant::now();
+        let sandboxes = LoadingSandboxes::new(&host.engine, &host.wasm, bundle, &host.sandbox)?;
+        let pool = Pool::start(
+            Arc::new(sandboxes),
+            &self.pool_options(host),
+            self.answer_check(),
+            self.metrics.clone(),
+            None,
+        )?;
+        tracing::info!(
+            deployment = %self.name,
+            seconds = started.elapsed().as_secs_f64(),
+            "serving from sandboxes that load the bundle while its snapshot is made"
+        );
+        Ok(Warm {
+            pool,
+            snapshot: None,
+            loading: true,
+        })
+    }
+
+    /// Marks the deployment as having its snapshot made (before [`Deployment::swap_in_snapshot`]
+    /// runs, so that its answer to the upload says so).
+    pub(super) fn mark_preparing(&self) {
+        self.preparing.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the snapshot (blocking) and, if the deployment still serves from sandboxes that
+    /// load the bundle, puts the snapshot's pool in their place; the loading pool answers
+    /// what it admitted, then stops. A deployment cooled or deleted meanwhile is left as it is
+    /// (the compiled snapshot stays in the cache for its next request).
+    pub(super) fn swap_in_snapshot(&self, host: &Host) {
+        let made = self.make_warm(host, true);
+        let replaced = made.map(|warm| {
+            let mut current = self.warm.blocking_lock();
+            match current.as_ref() {
+                Some(now) if now.loading => current.replace(Arc::new(warm)),
+                _ => None,
+            }
+        });
+        self.preparing.store(false, Ordering::SeqCst);
+        match replaced {
+            Ok(Some(old)) => {
+                tracing::info!(deployment = %self.name, "now serving from its snapshot");
+                // Requests still holding the loading pool finish first: its threads are
+                // joined here, never on the async runtime.
+                while Arc::strong_count(&old) > 1 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                drop(old);
+            }
+            Ok(None) => tracing::info!(deployment = %self.name, "snapshot made; not in use"),
+            Err(e) => tracing::error!(
+                deployment = %self.name,
+                "cannot make the snapshot; its sandboxes keep loading the bundle: {e}"
+            ),
+        }
+    }
+
+    /// Its pool's sizes: the host's, unless its record says otherwise.
+    fn pool_options(&self, host: &Host) -> PoolOptions {
+        let record = self.record();
+        PoolOptions {
+            instances: record.instances.map_or(host.pool.instances, usize::from),
+            queue: record.queue.map_or(host.pool.queue, |q| q as usize),
+            ..host.pool.clone()
+        }
+    }
+
+    /// What its sandboxes' answers must agree with.
+    fn answer_check(&self) -> AnswerCheck {
+        AnswerCheck {
+            labels: self.manifest.labels.clone(),
+            threshold: self.manifest.threshold,
+            probe: super::probe_review(&self.manifest),
+        }
     }
 
     /// Puts sandboxes made outside (at creation) in place.
@@ -286,7 +403,9 @@ impl Deployment {
             enabled: record.enabled,
             default,
             warm: warm.is_some(),
-            sandboxes: warm.map_or(0, |w| w.pool.alive()),
+            sandboxes: warm.as_ref().map_or(0, |w| w.pool.alive()),
+            preparing: self.preparing.load(Ordering::SeqCst),
+            loading: warm.is_some_and(|w| w.loading),
             requests: self.requests.load(Ordering::Relaxed),
             review_ms: record.review_ms,
             has_api_key: record.api_key_sha256.is_some(),

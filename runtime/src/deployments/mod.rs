@@ -40,8 +40,12 @@ pub struct Host {
     /// idle deployment is cooled.
     pub budget_bytes: u64,
     /// The snapshots mapped now, by bundle sha256: deployments of the same bundle share one.
-    pub snapshots: Arc<Mutex<HashMap<String, Weak<Sandboxes>>>>,
+    pub snapshots: Arc<Mutex<HashMap<String, SnapshotSlot>>>,
 }
+
+/// One bundle's mapped snapshot, if any; locked while it is being made, so that the same
+/// bundle is made once (other bundles' are made meanwhile).
+pub type SnapshotSlot = Arc<Mutex<Weak<Sandboxes>>>;
 
 impl Host {
     /// The mapped snapshot of bundle `digest`, shared with the deployments using it now, or
@@ -51,17 +55,38 @@ impl Host {
         digest: &str,
         make: impl FnOnce() -> Result<Sandboxes, SandboxError>,
     ) -> Result<Arc<Sandboxes>, SandboxError> {
-        let mut snapshots = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        snapshots.retain(|_, s| s.strong_count() > 0);
-        if let Some(shared) = snapshots.get(digest).and_then(Weak::upgrade) {
+        let slot = {
+            let mut snapshots = self
+                .snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // A slot stays while someone holds it (making or waiting) or its snapshot lives.
+            snapshots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |s| s.strong_count() > 0)
+            });
+            snapshots.entry(digest.to_string()).or_default().clone()
+        };
+        let mut mapped = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = mapped.upgrade() {
             return Ok(shared);
         }
         let made = Arc::new(make()?);
-        snapshots.insert(digest.to_string(), Arc::downgrade(&made));
+        *mapped = Arc::downgrade(&made);
         Ok(made)
+    }
+
+    /// Whether the snapshot of bundle `digest` is mapped now (by a deployment using it); false
+    /// while it is being made.
+    pub(crate) fn is_mapped(&self, digest: &str) -> bool {
+        let snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        snapshots
+            .get(digest)
+            .and_then(|slot| slot.try_lock().ok())
+            .is_some_and(|mapped| mapped.strong_count() > 0)
     }
 }
 
@@ -101,6 +126,16 @@ pub struct NewDeployment {
     pub instances: Option<u16>,
     /// Its own queue limit.
     pub queue: Option<u32>,
+}
+
+/// How a new deployment first serves.
+#[derive(Debug, Clone, Copy)]
+enum Serve {
+    /// From its snapshot, made first (snapshot and compile: seconds).
+    FromSnapshot,
+    /// At once, from sandboxes that load the bundle themselves, while its snapshot is made
+    /// in the background (falling back to the snapshot first if they cannot start).
+    WhileSnapshotting,
 }
 
 /// Every deployment of the gateway.
@@ -197,7 +232,7 @@ impl Deployments {
                     instances: None,
                     queue: None,
                 };
-                let (deployment, warm) = self.make(new)?;
+                let (deployment, warm) = self.make(new, Serve::FromSnapshot)?;
                 self.insert(deployment.clone());
                 pollster::block_on(deployment.set_warm(Arc::new(warm)));
                 deployment
@@ -351,7 +386,9 @@ impl Deployments {
     }
 
     /// Checks and stores a new deployment's bundle, runs it in a sandbox (probed, and checked
-    /// against the limits by `check`), writes its record, and serves it.
+    /// against the limits by `check`), writes its record, and serves it: at once from
+    /// sandboxes that load the bundle themselves, then from its snapshot, made in the
+    /// background.
     pub async fn create(
         self: &Arc<Self>,
         new: NewDeployment,
@@ -364,7 +401,7 @@ impl Deployments {
         }
         let this = self.clone();
         let (deployment, warm) = tokio::task::spawn_blocking(move || {
-            let made = this.make(new)?;
+            let made = this.make(new, Serve::WhileSnapshotting)?;
             if let Err(refused) = check(made.1.pool.review_cost()) {
                 this.remove_unused_bundle(&made.0.record().bundle_sha256);
                 return Err(DeployError::Invalid(refused));
@@ -373,15 +410,26 @@ impl Deployments {
         })
         .await
         .map_err(|e| DeployError::Broken(SandboxError::Crashed(e.to_string())))??;
+        let loading = warm.loading;
         deployment.set_warm(Arc::new(warm)).await;
         self.registry()?.write_record(&deployment.record())?;
         self.insert(deployment.clone());
         self.enforce_budget(&deployment.name);
+        if loading {
+            let (snapshotting, host) = (deployment.clone(), self.host()?.clone());
+            snapshotting.mark_preparing();
+            tokio::task::spawn_blocking(move || snapshotting.swap_in_snapshot(&host));
+        }
         Ok(deployment)
     }
 
-    /// Stores the bundle and starts a probed pool on it (blocking); the record is not written.
-    fn make(&self, new: NewDeployment) -> Result<(Arc<Deployment>, Warm), DeployError> {
+    /// Stores the bundle and starts a probed pool on it (blocking), serving as `serve` says;
+    /// the record is not written.
+    fn make(
+        &self,
+        new: NewDeployment,
+        serve: Serve,
+    ) -> Result<(Arc<Deployment>, Warm), DeployError> {
         let (host, registry) = (self.host()?, self.registry()?);
         let manifest_json = Bytes::from(new.files.manifest.clone());
         let (bundle, digest) = registry
@@ -406,15 +454,29 @@ impl Deployments {
         let metrics = host.metrics.deployment(&new.name);
         let deployment = Arc::new(Deployment::new(
             record,
-            bundle.manifest,
+            bundle.manifest.clone(),
             manifest_json,
             Some(dir),
             metrics,
         ));
-        let warm = deployment.make_warm(host, true).map_err(|e| {
-            self.remove_unused_bundle(&digest);
-            DeployError::Broken(e)
-        })?;
+        let loading = match serve {
+            Serve::FromSnapshot => None,
+            // Another deployment of the same bundle has the snapshot mapped: it is ready now.
+            Serve::WhileSnapshotting if host.is_mapped(&digest) => None,
+            Serve::WhileSnapshotting => deployment
+                .make_loading(host, Arc::new(bundle))
+                .map_err(
+                    |e| tracing::warn!(deployment = %new.name, "{e}; making its snapshot first"),
+                )
+                .ok(),
+        };
+        let warm = match loading {
+            Some(warm) => warm,
+            None => deployment.make_warm(host, true).map_err(|e| {
+                self.remove_unused_bundle(&digest);
+                DeployError::Broken(e)
+            })?,
+        };
         let mut record = deployment.record();
         record.review_ms = Some(warm.pool.review_cost().as_secs_f64() * 1e3);
         deployment.set_record(record);
