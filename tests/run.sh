@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it: installs what the tests need on a fresh Debian
-# machine (Chromium, ONNX Runtime for Python, wasmtime-cli), builds the browser form of the inference core,
+# machine (Chromium, ONNX Runtime for Python, wasmtime-cli, the peer venv with transformers), builds the browser form of the inference core,
 # then runs every crate's tests and the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,14 +33,33 @@ if [ ! -x "$FEELINGS_WASMTIME" ]; then
   install_pid=$!
 fi
 
+# The peer venv (torch, transformers) checks that transformers loads a checkpoint and gives
+# its logits: made once with ../shared's setup script into the same cache folder, in the
+# background too.
+peers=${FEELINGS_TOOLS:-$HOME/.cache/feelings-tools}/peers
+export FEELINGS_PEERS_PYTHON=$peers/venv/bin/python
+peers_log=$(mktemp)
+trap 'rm -f "$install_log" "$peers_log"' EXIT
+peers_pid=
+if ! "$FEELINGS_PEERS_PYTHON" -c 'import torch, transformers' 2>/dev/null; then
+  echo "installing the peer venv (torch, transformers) into $peers (once; in the background)"
+  PEERS_DIR=$peers bash ../shared/bench/peers/setup.sh >"$peers_log" 2>&1 &
+  peers_pid=$!
+fi
+
 bash web/build.sh
+if [ -n "$peers_pid" ] && ! wait "$peers_pid"; then
+  cat "$peers_log" >&2
+  echo "the peer venv could not be made: the transformers parity check will fail (CI) or skip" >&2
+  if [ -n "${CI:-}" ]; then exit 1; fi
+fi
 if [ -n "$install_pid" ] && ! wait "$install_pid"; then
   cat "$install_log" >&2
   echo "wasmtime-cli could not be installed: the wasmtime serve test will fail (CI) or skip" >&2
   if [ -n "${CI:-}" ]; then exit 1; fi
 fi
 log=$(mktemp)
-trap 'rm -f "$log" "$install_log"' EXIT
+trap 'rm -f "$log" "$install_log" "$peers_log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.

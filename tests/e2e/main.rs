@@ -4,6 +4,7 @@ mod cache;
 mod deployments;
 mod gateway;
 mod hardening;
+mod hf;
 mod http_component;
 mod parity;
 mod sandbox;
@@ -116,4 +117,29 @@ fn node_test(tests: &str, env: &[(&str, &Path)]) -> String {
     println!("{report}");
     assert!(out.status.success(), "the page test failed:\n{report}");
     report
+}
+
+/// The Python of the peer venv (`../shared/bench/peers/setup.sh`, made by tests/run.sh with
+/// `PEERS_DIR=~/.cache/feelings-tools/peers`): `FEELINGS_PEERS_PYTHON`, else that venv's.
+fn peers_python() -> PathBuf {
+    std::env::var_os("FEELINGS_PEERS_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/feelings-tools/peers/venv/bin/python")
+        },
+        PathBuf::from,
+    )
+}
+
+/// Gives up a check whose tool is missing: a failure when `CI` is set, a visible skip
+/// elsewhere (written past the test harness's capture).
+fn missing_tool(what: &str, install: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what}, and CI is set: every check must run there; install it ({install})");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\nSKIPPED CHECK: {what} ({install}); with CI=1 this fails instead\n"
+    );
 }

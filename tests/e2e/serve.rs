@@ -22,7 +22,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts `feelings-serve` on a free port with the tiny bundle and `args`.
-    fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let bundle = tiny_bundle();
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
         let mut command = Command::new(binary());

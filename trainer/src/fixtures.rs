@@ -171,8 +171,9 @@ pub fn tiny_bert(dir: &Path, shape: &TinyShape) -> crate::Result<PathBuf> {
         w.layer_norm(&format!("{p}.attention.output"), h)?;
         w.layer_norm(&format!("{p}.output"), h)?;
     }
-    // Unused extras real checkpoints carry; they must be ignored.
+    // The pooler, which the head starts from, and an unused extra real checkpoints carry.
     w.random("pooler.dense.weight", &[h, h])?;
+    w.random("pooler.dense.bias", &[h])?;
     let position_ids = Tensor::arange(0i64, shape.max_positions as i64, &Device::Cpu)?;
     w.tensors
         .insert("embeddings.position_ids".into(), position_ids);

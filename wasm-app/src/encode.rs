@@ -188,36 +188,84 @@ impl ReviewEncoder {
         Ok(encodings.iter().map(|e| self.cut(e)).collect())
     }
 
+    /// The tokens the model reads of `text` (cleaned and cut as [`ReviewEncoder::encode`]
+    /// does), with their byte offsets in the cleaned review (none for special tokens); and how
+    /// many tokens the whole review has.
+    pub fn tokens(&self, text: &str) -> Result<(Vec<Token>, usize), EncodeError> {
+        let encoding = self
+            .tokenizer
+            .encode(clean_review(text), true)
+            .map_err(|e| EncodeError::Encode(e.to_string()))?;
+        let (ids, texts) = (encoding.get_ids(), encoding.get_tokens());
+        let (special, offsets) = (encoding.get_special_tokens_mask(), encoding.get_offsets());
+        let tokens = self
+            .kept(&encoding)
+            .into_iter()
+            .map(|i| {
+                let is_special = special[i] == 1;
+                Token {
+                    id: ids[i],
+                    text: texts[i].clone(),
+                    special: is_special,
+                    start: (!is_special).then_some(offsets[i].0),
+                    stop: (!is_special).then_some(offsets[i].1),
+                }
+            })
+            .collect();
+        Ok((tokens, ids.len()))
+    }
+
     /// Keeps the special tokens around the text and cuts the text to the budget.
     fn cut(&self, encoding: &Encoding) -> EncodedReview {
         let ids = encoding.get_ids();
+        EncodedReview {
+            ids: self.kept(encoding).into_iter().map(|i| ids[i]).collect(),
+            full_len: ids.len(),
+        }
+    }
+
+    /// The positions of the tokens the model reads: the special tokens around the text, and
+    /// the text's tokens within the budget, as the truncation keeps them.
+    fn kept(&self, encoding: &Encoding) -> Vec<usize> {
         let special = encoding.get_special_tokens_mask();
+        let len = special.len();
         let front = special.iter().take_while(|&&s| s == 1).count();
         let back = special[front..]
             .iter()
             .rev()
             .take_while(|&&s| s == 1)
             .count();
-        let content = &ids[front..ids.len() - back];
+        let content = front..len - back;
         let budget = self.seq_len.saturating_sub(front + back);
-        let mut out = Vec::with_capacity(ids.len().min(self.seq_len));
-        out.extend_from_slice(&ids[..front]);
+        let mut out: Vec<usize> = (0..front).collect();
         if content.len() <= budget {
-            out.extend_from_slice(content);
+            out.extend(content);
         } else {
             let head = match self.truncation {
                 Truncation::Tail => budget,
                 Truncation::HeadTail => budget / 4,
             };
-            out.extend_from_slice(&content[..head]);
-            out.extend_from_slice(&content[content.len() - (budget - head)..]);
+            out.extend(content.start..content.start + head);
+            out.extend(content.end - (budget - head)..content.end);
         }
-        out.extend_from_slice(&ids[ids.len() - back..]);
-        EncodedReview {
-            ids: out,
-            full_len: ids.len(),
-        }
+        out.extend(len - back..len);
+        out
     }
+}
+
+/// One token of a review as the model reads it (text-embeddings-inference's `/tokenize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Its id in the vocabulary.
+    pub id: u32,
+    /// The token (`##` marks a word piece that continues a word).
+    pub text: String,
+    /// Whether it is a special token (`[CLS]`, `[SEP]`).
+    pub special: bool,
+    /// Where it starts in the cleaned review, in bytes (none for a special token).
+    pub start: Option<usize>,
+    /// Where it ends in the cleaned review, in bytes (none for a special token).
+    pub stop: Option<usize>,
 }
 
 #[cfg(test)]
@@ -278,6 +326,28 @@ mod tests {
         assert_eq!(e.ids, vec![2, 4, 5, 6, 7, 3]);
         assert_eq!(e.full_len, 10);
         assert!(e.truncated());
+    }
+
+    #[test]
+    fn tokens_are_the_ones_the_model_reads_with_their_offsets() {
+        let (tokens, full_len) = encoder(4, Truncation::Tail).tokens("a<br />b c").unwrap();
+        assert_eq!(full_len, 5);
+        let token = |id, text: &str, offsets: Option<(usize, usize)>| Token {
+            id,
+            text: text.into(),
+            special: offsets.is_none(),
+            start: offsets.map(|o| o.0),
+            stop: offsets.map(|o| o.1),
+        };
+        assert_eq!(
+            tokens,
+            [
+                token(2, "[CLS]", None),
+                token(4, "a", Some((0, 1))),
+                token(5, "b", Some((2, 3))),
+                token(3, "[SEP]", None),
+            ]
+        );
     }
 
     #[test]

@@ -67,14 +67,26 @@ pub(crate) async fn classify_deployment(
 ) -> Result<Response, ApiError> {
     let id = request_id(&headers);
     let deployment = super::deployments::find(&state, &name, &id)?;
-    let own_key = super::access::bearer(&headers).is_some_and(|key| deployment.accepts_key(key));
-    let open = state.access.api_key.is_none() && deployment.record().api_key_sha256.is_none();
-    if !(open || own_key || state.access.allows(&headers)) {
-        let message =
-            "this deployment needs the API key or its own key, as `Authorization: Bearer <key>`";
-        return Err(ApiError::new(ErrorKind::Unauthorized, message, &id));
-    }
+    authorize(&state, &deployment, &headers, &id)?;
     classify_with(&state, &deployment, &headers, body).await
+}
+
+/// Refuses a request to `deployment` that has neither the API key nor the deployment's own
+/// key, when either is set.
+pub(super) fn authorize(
+    state: &AppState,
+    deployment: &Deployment,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(), ApiError> {
+    let own_key = super::access::bearer(headers).is_some_and(|key| deployment.accepts_key(key));
+    let open = state.access.api_key.is_none() && deployment.record().api_key_sha256.is_none();
+    if open || own_key || state.access.allows(headers) {
+        return Ok(());
+    }
+    let message =
+        "this deployment needs the API key or its own key, as `Authorization: Bearer <key>`";
+    Err(ApiError::new(ErrorKind::Unauthorized, message, id))
 }
 
 /// The classify contract, for one deployment.
@@ -85,8 +97,33 @@ async fn classify_with(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = request_id(headers);
-    let fail = |kind, message: String| ApiError::new(kind, message, &id);
     let started = Instant::now();
+    let body = json_body(state, deployment, headers, body).await?;
+    let (texts, single) = contract::parse_request(&body, state.limits.max_texts)
+        .map_err(|e| ApiError::new(request_error_kind(&e), e.to_string(), &id))?;
+    let (predictions, cut) = classify_texts(state, deployment, texts, &id).await?;
+    let answers = contract::answers(predictions, &cut, &deployment.manifest.name);
+    deployment
+        .metrics
+        .classify_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(if single {
+        Json(answers.into_iter().next()).into_response()
+    } else {
+        Json(answers).into_response()
+    })
+}
+
+/// The JSON body of a request to `deployment`: refused when the deployment is disabled, or
+/// the body is not JSON, is over the size limit or arrives late.
+pub(super) async fn json_body(
+    state: &AppState,
+    deployment: &Deployment,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let id = request_id(headers);
+    let fail = |kind, message: String| ApiError::new(kind, message, &id);
     if !deployment.is_enabled() {
         let message = format!(
             "deployment {:?} is disabled: POST /v1/deployments/{}/enable",
@@ -104,16 +141,24 @@ async fn classify_with(
             "send the body as JSON with content-type: application/json".into(),
         ));
     }
-    let body = read_body(body, &state.limits)
+    read_body(body, &state.limits)
         .await
-        .map_err(|(k, m)| fail(k, m))?;
-    let (texts, single) = contract::parse_request(&body, state.limits.max_texts)
-        .map_err(|e| fail(request_error_kind(&e), e.to_string()))?;
+        .map_err(|(k, m)| fail(k, m))
+}
+
+/// Classifies `texts` with `deployment`, each cut to the character limit first (counted as
+/// one of its requests): the predictions, in order, and which texts were cut.
+pub(super) async fn classify_texts(
+    state: &AppState,
+    deployment: &Arc<Deployment>,
+    texts: Vec<String>,
+    id: &str,
+) -> Result<(Vec<Prediction>, Vec<bool>), ApiError> {
+    let fail = |kind, message: String| ApiError::new(kind, message, id);
     deployment.count_request();
-    let manifest = &deployment.manifest;
     let (texts, cut): (Vec<String>, Vec<bool>) = texts
         .into_iter()
-        .map(|t| contract::cut_text(t, state.limits.max_chars, manifest.truncation))
+        .map(|t| contract::cut_text(t, state.limits.max_chars, deployment.manifest.truncation))
         .unzip();
     let warm = state
         .deployments
@@ -123,16 +168,7 @@ async fn classify_with(
     let predictions = answer(&warm.pool, texts, &state.limits)
         .await
         .map_err(|(k, m)| fail(k, m))?;
-    let answers = contract::answers(predictions, &cut, &manifest.name);
-    deployment
-        .metrics
-        .classify_latency
-        .observe(started.elapsed().as_secs_f64());
-    Ok(if single {
-        Json(answers.into_iter().next()).into_response()
-    } else {
-        Json(answers).into_response()
-    })
+    Ok((predictions, cut))
 }
 
 /// Queues `texts` on `pool` and waits for their predictions, within the request timeout.

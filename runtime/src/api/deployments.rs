@@ -259,10 +259,11 @@ pub(super) async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
                 name = d.name,
                 default = if d.default { " (default)" } else { "" },
                 model = escape(&d.model),
-                state = match (d.enabled, d.warm) {
-                    (false, _) => "disabled",
-                    (true, true) => "enabled, warm",
-                    (true, false) => "enabled, cold",
+                state = match (d.enabled, d.warm, d.loading) {
+                    (false, _, _) => "disabled",
+                    (true, true, true) => "enabled, warm (snapshot being made)",
+                    (true, true, false) => "enabled, warm",
+                    (true, false, _) => "enabled, cold",
                 },
                 requests = d.requests,
                 sha = &d.bundle_sha256[..12.min(d.bundle_sha256.len())],

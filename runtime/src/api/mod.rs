@@ -1,12 +1,14 @@
 //! The HTTP API: `fn app() -> Router` over a pool of sandboxes, the bundle and the web page.
 //!
-//! Routes by module: [`classify`] (`POST /v1/classify`), [`site`] (the page's files and the
-//! bundle at `/model/`), [`access`] (the API key, CORS, and JSON for every error, whoever
-//! produced it); the small endpoints are here.
+//! Routes by module: [`classify`] (`POST /v1/classify`), [`deployments`] (`/v1/deployments`),
+//! [`hf`] (text-embeddings-inference's `/predict`, `/info`, `/tokenize` and the Inference API's
+//! `POST /`), [`site`] (the page's files and the bundle at `/model/`), [`access`] (the API
+//! key, CORS, and JSON for every error, whoever produced it); the small endpoints are here.
 
 mod access;
 mod classify;
 mod deployments;
+mod hf;
 mod site;
 
 use std::path::PathBuf;
@@ -91,6 +93,10 @@ pub struct AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/classify", post(classify::classify))
+        .route("/predict", post(hf::predict))
+        .route("/tokenize", post(hf::tokenize))
+        .route("/info", get(hf::info))
+        .route("/", post(hf::task))
         .route("/v1/model", get(model))
         .route("/v1/deployments", get(deployments::list))
         .route("/v1/deployments/{name}", get(deployments::show))
@@ -117,6 +123,16 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/deployments/{name}/classify",
             post(classify::classify_deployment),
         )
+        .route(
+            "/v1/deployments/{name}/predict",
+            post(hf::predict_deployment),
+        )
+        .route(
+            "/v1/deployments/{name}/tokenize",
+            post(hf::tokenize_deployment),
+        )
+        .route("/v1/deployments/{name}/info", get(hf::info_deployment))
+        .route("/v1/deployments/{name}", post(hf::task_deployment))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi));

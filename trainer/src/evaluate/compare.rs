@@ -187,12 +187,45 @@ pub fn summary_text(c: &Comparison) -> String {
             let _ = writeln!(out, "best {metric}: {}", c.runs[i].name());
         }
     }
+    for r in &c.runs {
+        if let Some(line) = lineage(r) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     out
+}
+
+/// Where a run continued from (`feelings train --from`), in words.
+pub fn lineage(r: &ComparedRun) -> Option<String> {
+    let parent = r.info.settings.from.as_ref()?;
+    let name = parent.run.file_name().unwrap_or_default().to_string_lossy();
+    let head = if parent.new_head {
+        ", encoder only (new head)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{} continues {name} from its checkpoint-epoch-{}{head}",
+        r.name(),
+        parent.epoch
+    ))
 }
 
 /// The comparison report: the settings that differ, the per-epoch charts, the final figures.
 pub fn comparison_html(c: &Comparison) -> String {
     let mut body = String::new();
+    let lines: Vec<String> = c
+        .runs
+        .iter()
+        .filter_map(lineage)
+        .map(|l| escape(&l))
+        .collect();
+    if !lines.is_empty() {
+        body.push_str(&format!(
+            "<section id=\"lineage\"><h2>Lineage</h2><p>{}</p></section>",
+            lines.join("<br>")
+        ));
+    }
     settings_table(&mut body, c);
     epoch_charts(&mut body, c);
     final_figures(&mut body, c);

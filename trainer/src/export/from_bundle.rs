@@ -23,6 +23,7 @@ use tract_onnx::pb::{ModelProto, TensorProto};
 
 use crate::error::{Error, Result};
 use crate::model::bert::{Activation, BertConfig};
+use crate::model::{checkpoint_config, hf_name, SEQUENCE_CLASSIFICATION};
 
 const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 const POSITION_EMBEDDINGS: &str = "embeddings.position_embeddings.weight";
@@ -44,7 +45,14 @@ pub fn write_model_folder(bundle: &Bundle, dir: &Path) -> Result<()> {
         .collect();
     let config = read_config(&graph, &initializers).map_err(bad)?;
     let tensors = read_variables(&initializers, config.hidden_size).map_err(bad)?;
+    let with_pooler = config.names_architecture(SEQUENCE_CLASSIFICATION);
     let config_json = serde_json::to_vec_pretty(&config).expect("a config serialises");
+    let config_json = checkpoint_config(&config_json, &bundle.manifest.labels, with_pooler)
+        .expect("a serialised config is a JSON object");
+    let tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, tensor)| (hf_name(&name), tensor))
+        .collect();
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| Error::io(path, e))
@@ -89,9 +97,12 @@ fn read_config(
         .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
         .ok_or("'encoder.layer.0.split_heads' is not [0, 0, heads, head size]")?;
     let has = |op: &str| graph.node.iter().any(|n| n.op_type == op);
+    // The pooler's tanh is one; GELU's tanh approximation has one per layer.
+    let pooler = initializers.contains_key("pooler.dense.bias");
+    let tanhs = graph.node.iter().filter(|n| n.op_type == "Tanh").count();
     let hidden_act = if has("Erf") {
         Activation::Gelu
-    } else if has("Tanh") {
+    } else if tanhs > usize::from(pooler) {
         Activation::GeluNew
     } else {
         Activation::Relu
@@ -117,6 +128,10 @@ fn read_config(
         type_vocab_size: 2,
         layer_norm_eps,
         initializer_range: 0.02,
+        architectures: match pooler {
+            true => vec![SEQUENCE_CLASSIFICATION.into()],
+            false => vec!["BertModel".into()],
+        },
     })
 }
 

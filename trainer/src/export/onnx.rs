@@ -444,10 +444,17 @@ impl<'a> Graph<'a> {
         for l in 0..c.num_hidden_layers {
             x = self.layer(&x, &mask_bias, l, &c)?;
         }
-        // The head on the [CLS] state.
+        // The head on the [CLS] state: the pooler (dense + tanh) first, unless the model is an
+        // old checkpoint's, whose head has none.
         let first = self.init_i64("const.first", &[], &[0]);
         let cls = self.node("Gather", &[&x, &first], vec![attr_int("axis", 1)]);
-        let logits = self.linear(&cls, "classifier")?;
+        let pooled = if self.model.has_pooler() {
+            let dense = self.linear(&cls, "pooler.dense")?;
+            self.node("Tanh", &[&dense], vec![])
+        } else {
+            cls
+        };
+        let logits = self.linear(&pooled, "classifier")?;
         self.nodes.push(NodeProto {
             input: vec![logits],
             output: vec!["logits".into()],

@@ -69,6 +69,10 @@ pub struct BertConfig {
     /// Standard deviation of freshly initialised weights (the classification head).
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+    /// The model classes the weights are for (`BertModel` for a base model,
+    /// `BertForSequenceClassification` for a checkpoint with the pooler in its head).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<String>,
 }
 
 fn default_activation() -> Activation {
@@ -88,6 +92,11 @@ fn default_initializer_range() -> f64 {
 }
 
 impl BertConfig {
+    /// Whether `architectures` names `class`.
+    pub fn names_architecture(&self, class: &str) -> bool {
+        self.architectures.iter().any(|a| a == class)
+    }
+
     /// Checks the numbers fit together.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.num_attention_heads == 0

@@ -1,8 +1,11 @@
-//! The review classifier: a BERT encoder with drop-out and one dense layer on `[CLS]`.
+//! The review classifier: Hugging Face's `BertForSequenceClassification` with `num_labels = 2`:
+//! a BERT encoder, the pooler (dense + tanh) on the `[CLS]` state, drop-out and one dense
+//! layer. Checkpoints written before the pooler was part of the head (their `config.json`
+//! does not name `BertForSequenceClassification`) have drop-out + dense on the raw `[CLS]`
+//! state, and still load as such.
 //!
 //! The head gives two logits, `[negative, positive]`, turned into probabilities by softmax and
-//! trained with cross-entropy: the layout of Hugging Face's `BertForSequenceClassification`
-//! with `num_labels = 2`, so the positive probability is `softmax(logits)[1]`.
+//! trained with cross-entropy, so the positive probability is `softmax(logits)[1]`.
 
 pub mod bert;
 pub mod dropout;
@@ -91,19 +94,26 @@ impl ModelFiles {
 /// Where the classification head's weights come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Head {
-    /// A new head, drawn from N(0, initializer_range²) with this seed; for a base model.
+    /// A new head: the pooler from the base model's (`pooler.dense`; drawn like the classifier
+    /// when it has none), the classifier drawn from N(0, initializer_range²) with this seed.
     Fresh {
         /// Seed of the initialiser.
         seed: u64,
     },
-    /// `classifier.weight` and `classifier.bias` from the weights file; for a checkpoint.
+    /// The head in the weights file (a checkpoint): with the pooler when `config.json` names
+    /// `BertForSequenceClassification`, on the raw `[CLS]` state otherwise.
     FromFile,
 }
 
-/// BERT encoder + drop-out + dense layer over the `[CLS]` hidden state.
+/// The architecture `config.json` names for a model with this head.
+pub const SEQUENCE_CLASSIFICATION: &str = "BertForSequenceClassification";
+
+/// BERT encoder + pooler + drop-out + dense layer (or, for an old checkpoint, drop-out + dense
+/// on the raw `[CLS]` state).
 pub struct CandleClassifier {
     config: BertConfig,
     bert: Bert,
+    pooler: Option<Linear>,
     dropout: Dropout,
     head: Linear,
     varmap: VarMap,
@@ -119,19 +129,27 @@ impl CandleClassifier {
         let vb = VarLoader::new(&weights, &varmap, device);
         // The encoder first: only then is the (absent from a base model) head created.
         let bert = Bert::load(&vb, &config)?;
-        let vb = vb.pp("classifier");
-        let h = config.hidden_size;
-        let head = match head {
+        let (pooler, head) = match head {
             Head::Fresh { seed } => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-                Linear::new(
-                    vb.normal(
-                        "weight",
-                        &[NUM_CLASSES, h],
-                        config.initializer_range,
+                let base_pooler = ["pooler.dense.weight", "pooler.dense.bias"];
+                let pooler = if base_pooler.iter().all(|name| weights.contains(name)) {
+                    dense_from_file(
+                        &vb.pp("pooler.dense"),
+                        config.hidden_size,
+                        config.hidden_size,
+                    )?
+                } else {
+                    fresh_dense(
+                        &vb.pp("pooler.dense"),
+                        &config,
+                        config.hidden_size,
                         &mut rng,
-                    )?,
-                    Some(vb.zeros("bias", &[NUM_CLASSES])?),
+                    )?
+                };
+                (
+                    Some(pooler),
+                    fresh_dense(&vb.pp("classifier"), &config, NUM_CLASSES, &mut rng)?,
                 )
             }
             Head::FromFile => {
@@ -141,9 +159,14 @@ impl CandleClassifier {
                         "no classifier.weight: this is a base model, not a fine-tuned checkpoint",
                     ));
                 }
-                Linear::new(
-                    vb.load("weight", &[NUM_CLASSES, h])?,
-                    Some(vb.load("bias", &[NUM_CLASSES])?),
+                let h = config.hidden_size;
+                let pooler = config
+                    .names_architecture(SEQUENCE_CLASSIFICATION)
+                    .then(|| dense_from_file(&vb.pp("pooler.dense"), h, h))
+                    .transpose()?;
+                (
+                    pooler,
+                    dense_from_file(&vb.pp("classifier"), NUM_CLASSES, h)?,
                 )
             }
         };
@@ -155,6 +178,7 @@ impl CandleClassifier {
         Ok(Self {
             config,
             bert,
+            pooler,
             dropout,
             head,
             varmap,
@@ -173,7 +197,17 @@ impl CandleClassifier {
             .bert
             .forward(input_ids, attention_mask, rng.as_deref_mut())?;
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        self.head.forward(&self.dropout.forward(&cls, rng)?)
+        let pooled = match &self.pooler {
+            Some(pooler) => pooler.forward(&cls)?.tanh()?,
+            None => cls,
+        };
+        self.head.forward(&self.dropout.forward(&pooled, rng)?)
+    }
+
+    /// Whether the head has the pooler (`BertForSequenceClassification`), not the raw `[CLS]`
+    /// head of old checkpoints.
+    pub fn has_pooler(&self) -> bool {
+        self.pooler.is_some()
     }
 
     /// The model's configuration.
@@ -187,10 +221,102 @@ impl CandleClassifier {
         &self.varmap
     }
 
-    /// Writes every variable to a safetensors file.
+    /// Writes every variable to a safetensors file, under the names Hugging Face gives them
+    /// (`bert.` before the encoder's and the pooler's, `classifier.` for the head), which
+    /// [`CandleClassifier::load`] and [`CandleClassifier::reload`] read back.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.varmap
-            .save(path)
+        let tensors: std::collections::HashMap<String, Tensor> = self
+            .varmap
+            .data()
+            .lock()
+            .expect("the variable map lock is never poisoned: no code panics while holding it")
+            .iter()
+            .map(|(name, var)| (hf_name(name), var.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path)
             .map_err(|e| Error::model(path, format!("cannot write weights: {e}")))
     }
+
+    /// Sets every variable to its value in the weights file `path` (one [`CandleClassifier::save`]
+    /// wrote for this model, or an older one without the `bert.` prefix).
+    pub fn reload(&self, path: &Path) -> Result<()> {
+        let weights = WeightFile::open(path)?;
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .expect("the variable map lock is never poisoned: no code panics while holding it");
+        for (name, var) in data.iter() {
+            let value = weights
+                .get(name)
+                .ok_or_else(|| Error::model(path, format!("missing tensor '{name}'")))?;
+            var.set(
+                &value
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_device(var.device())?,
+            )
+            .map_err(|e| Error::model(path, format!("tensor '{name}': {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// The `config.json` of a checkpoint of this model: the base model's `config_json` (every
+/// field kept), naming `BertForSequenceClassification` when the head has the pooler, with the
+/// classes' names (`id2label`, `label2id`) and `problem_type`, as transformers reads them.
+pub fn checkpoint_config(
+    config_json: &[u8],
+    labels: &feelings_core::Labels,
+    with_pooler: bool,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut config: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(config_json).map_err(|e| format!("not a JSON object: {e}"))?;
+    let architecture = if with_pooler {
+        SEQUENCE_CLASSIFICATION
+    } else {
+        "BertModel"
+    };
+    config.insert("architectures".into(), serde_json::json!([architecture]));
+    config.insert(
+        "id2label".into(),
+        serde_json::json!({ "0": labels.negative, "1": labels.positive }),
+    );
+    config.insert(
+        "label2id".into(),
+        serde_json::json!({ labels.negative.as_str(): 0, labels.positive.as_str(): 1 }),
+    );
+    config.insert("problem_type".into(), "single_label_classification".into());
+    Ok(serde_json::to_vec_pretty(&config).expect("a JSON map serialises"))
+}
+
+/// A variable's name in a Hugging Face `BertForSequenceClassification` checkpoint.
+pub(crate) fn hf_name(name: &str) -> String {
+    if name.starts_with("classifier.") {
+        name.to_string()
+    } else {
+        format!("bert.{name}")
+    }
+}
+
+/// A dense layer (`[outputs, inputs]` weight and its bias) read from the weights file.
+fn dense_from_file(vb: &VarLoader, outputs: usize, inputs: usize) -> Result<Linear> {
+    Ok(Linear::new(
+        vb.load("weight", &[outputs, inputs])?,
+        Some(vb.load("bias", &[outputs])?),
+    ))
+}
+
+/// A new dense layer from the hidden state to `outputs`, initialised as Hugging Face does
+/// (weight from N(0, initializer_range²), bias zero).
+fn fresh_dense(
+    vb: &VarLoader,
+    config: &BertConfig,
+    outputs: usize,
+    rng: &mut impl rand::Rng,
+) -> Result<Linear> {
+    let h = config.hidden_size;
+    Ok(Linear::new(
+        vb.normal("weight", &[outputs, h], config.initializer_range, rng)?,
+        Some(vb.zeros("bias", &[outputs])?),
+    ))
 }

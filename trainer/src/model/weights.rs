@@ -40,7 +40,15 @@ impl WeightFile {
 
     /// Whether the file holds a tensor of that (unprefixed) name.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.get(name).is_some()
+    }
+
+    /// The tensor of that (unprefixed) name: under the file's encoder prefix, or without one
+    /// (the head's, `classifier.`).
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors
+            .get(&format!("{}{name}", self.prefix))
+            .or_else(|| self.tensors.get(name))
     }
 }
 
@@ -85,9 +93,7 @@ impl<'a> VarLoader<'a> {
         let name = self.name(leaf);
         let stored = self
             .file
-            .tensors
-            .get(&format!("{}{name}", self.file.prefix))
-            .or_else(|| self.file.tensors.get(&name))
+            .get(&name)
             .ok_or_else(|| Error::model(&self.file.path, format!("missing tensor '{name}'")))?;
         if stored.dims() != shape {
             return Err(Error::model(

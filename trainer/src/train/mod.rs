@@ -1,6 +1,7 @@
 //! The training loop: data → tokens → epochs of AdamW steps → checkpoints and metrics.
 
 mod epoch;
+pub mod lineage;
 pub mod optim;
 pub mod partial;
 mod prepare;
@@ -11,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::Device;
+use feelings_core::Labels;
 use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::model::{CandleClassifier, Head, ModelFiles};
+use crate::model::{checkpoint_config, CandleClassifier, Head, ModelFiles};
 use crate::train::epoch::{derive_seed, evaluate_subset, train_epoch, Steps, TrainEpoch};
 use crate::train::optim::{AdamW, Schedule};
 use crate::train::partial::PartialEpoch;
@@ -166,8 +168,12 @@ fn restore(ctx: &RunContext, resuming: bool) -> Result<Restored> {
     records.truncate(if resuming { records.len() } else { 0 });
     let done = records.len();
     let (model, mut step) = if done == 0 {
-        let head = Head::Fresh {
-            seed: derive_seed(settings.seed, 0, 1),
+        // A run continued from a checkpoint keeps its head unless asked for a new one.
+        let head = match &settings.from {
+            Some(parent) if !parent.new_head => Head::FromFile,
+            _ => Head::Fresh {
+                seed: derive_seed(settings.seed, 0, 1),
+            },
         };
         (CandleClassifier::load(ctx.files, device, head)?, 0)
     } else {
@@ -187,12 +193,7 @@ fn restore(ctx: &RunContext, resuming: bool) -> Result<Restored> {
     };
     let partial = match saved {
         Some((progress, folder)) => {
-            let weights = folder.join(WEIGHTS_FILE);
-            model
-                .varmap()
-                .clone()
-                .load(&weights)
-                .map_err(|e| Error::run(&weights, e.to_string()))?;
+            model.reload(&folder.join(WEIGHTS_FILE))?;
             optimizer.load(&folder.join(OPTIMIZER_FILE), progress.global_step)?;
             step = progress.global_step;
             info!(
@@ -335,7 +336,7 @@ fn close_epoch(
     wall: &dyn Fn() -> f64,
 ) -> Result<bool> {
     let settings = ctx.settings;
-    save_checkpoint(ctx, state, &record)?;
+    save_checkpoint(ctx, state, &record, &info.labels)?;
     let [epoch, loss, acc, val_loss, val_acc, f1, auc, seconds] = record.cells();
     info!(
         "epoch {epoch}/{}: train loss {loss} acc {acc} | validation loss {val_loss} acc {val_acc} F1 {f1} AUC {auc} | {seconds} s",
@@ -351,19 +352,24 @@ fn close_epoch(
 
 /// Writes the epoch's checkpoint (weights, optimiser, tokenizer and config) and drops the
 /// partial epoch it completes.
-fn save_checkpoint(ctx: &RunContext, state: &Restored, record: &EpochRecord) -> Result<()> {
+fn save_checkpoint(
+    ctx: &RunContext,
+    state: &Restored,
+    record: &EpochRecord,
+    labels: &Labels,
+) -> Result<()> {
     let files = ctx.files;
     ctx.dir
         .write_checkpoint(record, ctx.settings.monitor, |tmp| {
             state.model.save(&tmp.join(WEIGHTS_FILE))?;
             state.optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
-            for (from, name) in [
-                (&files.tokenizer, "tokenizer.json"),
-                (&files.config, "config.json"),
-            ] {
-                std::fs::copy(from, tmp.join(name)).map_err(|e| Error::io(tmp.join(name), e))?;
-            }
-            Ok(())
+            let tokenizer = tmp.join("tokenizer.json");
+            std::fs::copy(&files.tokenizer, &tokenizer).map_err(|e| Error::io(&tokenizer, e))?;
+            let base = std::fs::read(&files.config).map_err(|e| Error::io(&files.config, e))?;
+            let config = checkpoint_config(&base, labels, state.model.has_pooler())
+                .map_err(|e| Error::model(&files.config, e))?;
+            let path = tmp.join("config.json");
+            std::fs::write(&path, config).map_err(|e| Error::io(&path, e))
         })?;
     partial::clear(ctx.dir.path())
 }
@@ -382,10 +388,7 @@ fn finish(
     if best != records.len() {
         state
             .model
-            .varmap()
-            .clone()
-            .load(dir.checkpoint(best).join(WEIGHTS_FILE))
-            .map_err(|e| Error::run(dir.checkpoint(best), e.to_string()))?;
+            .reload(&dir.checkpoint(best).join(WEIGHTS_FILE))?;
     }
     let test_reviews = &prepared.splits.test;
     if !test_reviews.is_empty() {

@@ -44,6 +44,21 @@ pub struct TrainSettings {
     pub monitor: Monitor,
     /// Seed of the split, the shuffles, the head's initialisation and drop-out.
     pub seed: u64,
+    /// The run and checkpoint this run continues from (`feelings train --from`): `model` is
+    /// then that checkpoint's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Parent>,
+}
+
+/// Where a run continued from started: a checkpoint of another run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    /// The parent run's folder.
+    pub run: PathBuf,
+    /// The epoch of its checkpoint the weights come from.
+    pub epoch: usize,
+    /// Whether only the encoder (and pooler) was kept, with a new classifier.
+    pub new_head: bool,
 }
 
 impl TrainSettings {
@@ -66,6 +81,7 @@ impl TrainSettings {
             patience: Some(1),
             monitor: Monitor::Loss,
             seed: 42,
+            from: None,
         }
     }
 }

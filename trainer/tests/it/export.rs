@@ -656,12 +656,13 @@ fn an_int8_dynamic_export_multiplies_in_integers_as_onnxruntime_does() {
     assert_eq!(bundle.manifest.weights, Precision::Int8Dynamic);
     assert!(bundle.manifest.test_metrics.is_none());
     // Every encoder product in integers: 6 per layer (Q, K, V, attention output, the two
-    // feed-forward ones), the inputs quantised 4 times per layer (Q, K and V share one); the
-    // head stays a float product on int8 weights.
+    // feed-forward ones) and the pooler's, the inputs quantised 4 times per layer (Q, K and V
+    // share one) and once for the pooler; the classifier stays a float product on int8
+    // weights.
     let layers = TinyShape::default().layers;
     let ops = op_counts(&bundle);
-    assert_eq!(ops["MatMulInteger"], 6 * layers, "{ops:?}");
-    assert_eq!(ops["DynamicQuantizeLinear"], 4 * layers, "{ops:?}");
+    assert_eq!(ops["MatMulInteger"], 6 * layers + 1, "{ops:?}");
+    assert_eq!(ops["DynamicQuantizeLinear"], 4 * layers + 1, "{ops:?}");
     assert_eq!(ops["DequantizeLinear"], 1, "{ops:?}");
     // Same size as the weight-only int8 bundle, checked against candle at int8's tolerance.
     let limit = logit_tolerance(Precision::Int8Dynamic);

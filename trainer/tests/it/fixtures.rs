@@ -90,6 +90,94 @@ pub fn onnxruntime_logits(model: &Path, ids: &[Vec<u32>], pad: u32) -> Option<Ve
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// The Python of the peer venv (`../shared/bench/peers/setup.sh`, made by tests/run.sh with
+/// `PEERS_DIR=~/.cache/feelings-tools/peers`): `FEELINGS_PEERS_PYTHON`, else that venv's.
+fn peers_python() -> PathBuf {
+    std::env::var_os("FEELINGS_PEERS_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/feelings-tools/peers/venv/bin/python")
+        },
+        PathBuf::from,
+    )
+}
+
+/// Logits of Hugging Face transformers' `AutoModelForSequenceClassification` loaded from the
+/// checkpoint folder `checkpoint`, for token sequences padded with `pad`; None when the peer
+/// venv with torch and transformers is missing (see [`missing_tool`]).
+pub fn transformers_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Option<Vec<Vec<f32>>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let python = peers_python();
+    let installed = Command::new(&python)
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .is_ok_and(|probe| probe.status.success());
+    if !installed {
+        missing_tool(
+            &format!("the transformers parity check did not run: {} cannot import torch and transformers", python.display()),
+            "PEERS_DIR=~/.cache/feelings-tools/peers bash ../shared/bench/peers/setup.sh",
+        );
+        return None;
+    }
+    let longest = ids.iter().map(Vec::len).max().unwrap_or(1);
+    let padded: Vec<Vec<u32>> = ids
+        .iter()
+        .map(|r| {
+            r.iter()
+                .copied()
+                .chain(std::iter::repeat(pad))
+                .take(longest)
+                .collect()
+        })
+        .collect();
+    let mask: Vec<Vec<u32>> = ids
+        .iter()
+        .map(|r| (0..longest).map(|i| u32::from(i < r.len())).collect())
+        .collect();
+    let script = r#"
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification
+torch.set_num_threads(2)
+m = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
+assert type(m).__name__ == "BertForSequenceClassification", type(m).__name__
+ids, mask = json.load(sys.stdin)
+out = []
+with torch.no_grad():
+    for i in range(0, len(ids), 16):
+        r = m(input_ids=torch.tensor(ids[i:i+16]), attention_mask=torch.tensor(mask[i:i+16]))
+        out += r.logits.tolist()
+print(json.dumps({"logits": out, "id2label": m.config.id2label}))
+"#;
+    let mut child = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(checkpoint)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(&(padded, mask)).unwrap();
+    // A script that fails early closes its input: its error says why, below.
+    let _ = child.stdin.take().unwrap().write_all(&input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "transformers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer["id2label"],
+        serde_json::json!({"0": "negative", "1": "positive"}),
+        "transformers reads the classes' names"
+    );
+    Some(serde_json::from_value(answer["logits"].clone()).unwrap())
+}
+
 /// The real MiniLM-L6 shipped beside the project.
 pub fn minilm_l6() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/minilm-l6")

@@ -15,7 +15,7 @@ use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
 use feelings_trainer::train::settings::TrainSettings;
 use feelings_trainer::train::train;
 
-use crate::fixtures::{imdb, minilm_l6, onnxruntime_logits};
+use crate::fixtures::{imdb, minilm_l6, onnxruntime_logits, transformers_logits};
 
 /// The IMDB reviews with their official split.
 fn imdb_reviews() -> Vec<feelings_trainer::data::Example> {
@@ -185,6 +185,46 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
         .to_scalar::<f32>()
         .unwrap();
     assert!(moved > 1e-4, "training did not change the logits");
+
+    // Hugging Face transformers loads the checkpoint as BertForSequenceClassification and
+    // computes the same logits, on 200 test reviews at seq 256.
+    let tokenizer = std::fs::read(&checkpoint.tokenizer).unwrap();
+    let encoder = ReviewEncoder::from_bytes(&tokenizer, 256, Truncation::Tail).unwrap();
+    let texts: Vec<String> = imdb_reviews()
+        .into_iter()
+        .filter(|r| r.split.as_deref() == Some("test"))
+        .step_by(97)
+        .take(200)
+        .map(|r| r.text)
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids: Vec<Vec<u32>> = encoder
+        .encode_batch(&refs)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.ids)
+        .collect();
+    if let Some(theirs) = transformers_logits(&checkpoint.dir, &ids, encoder.pad_id()) {
+        let mut worst = 0f32;
+        for chunk in (0..ids.len()).step_by(16) {
+            let rows = &ids[chunk..(chunk + 16).min(ids.len())];
+            let labels = vec![0; rows.len()];
+            let order: Vec<usize> = (0..rows.len()).collect();
+            let batch = make_batch(rows, &labels, &order, encoder.pad_id(), &Device::Cpu).unwrap();
+            let ours = reloaded
+                .forward(&batch.input_ids, &batch.attention_mask, None)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for (a, b) in ours.iter().zip(&theirs[chunk..]) {
+                for (x, y) in a.iter().zip(b) {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+        }
+        eprintln!("transformers vs feelings, 200 test reviews at seq 256: largest logit difference {worst:e}");
+        assert!(worst <= 1e-4, "largest logit difference {worst}");
+    }
 }
 
 #[test]

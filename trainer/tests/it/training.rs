@@ -5,8 +5,10 @@ use std::path::Path;
 use candle_core::Device;
 use feelings_core::{ReviewEncoder, Truncation};
 use feelings_trainer::data::batch::make_batch;
+use feelings_trainer::evaluate::compare::{compare_runs, summary_text};
 use feelings_trainer::fixtures::quiet_cpu;
 use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
+use feelings_trainer::train::lineage::continue_from;
 use feelings_trainer::train::optim::{AdamW, AdamWConfig};
 use feelings_trainer::train::partial;
 use feelings_trainer::train::run_dir::{EpochRecord, RunDir, BEST_FILE, METRICS_FILE};
@@ -447,10 +449,154 @@ fn a_bert_prefixed_checkpoint_loads_like_a_plain_one() {
             .to_vec2::<f32>()
             .unwrap()
     );
-    // Unused pooler and position_ids tensors are not trained or saved.
+    // The pooler is part of the head (BertForSequenceClassification); position_ids are not
+    // trained or saved.
     let names: Vec<String> = a.varmap().data().lock().unwrap().keys().cloned().collect();
-    assert!(names
-        .iter()
-        .all(|n| !n.starts_with("pooler") && !n.contains("position_ids")));
-    assert!(names.contains(&"classifier.weight".to_string()));
+    assert!(names.iter().all(|n| !n.contains("position_ids")));
+    for head in ["pooler.dense.weight", "classifier.weight"] {
+        assert!(names.contains(&head.to_string()), "{names:?}");
+    }
+}
+
+/// The logits of `model` on a fixed five-token review.
+fn fixed_logits(model: &CandleClassifier) -> Vec<Vec<f32>> {
+    let ids = candle_core::Tensor::new(&[[2u32, 4, 5, 8, 3]], &Device::Cpu).unwrap();
+    let mask = ids
+        .ones_like()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    model
+        .forward(&ids, &mask, None)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn a_checkpoint_is_a_bert_for_sequence_classification_and_old_cls_heads_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(dir.path());
+    settings.epochs = 1;
+    let out = dir.path().join("run");
+    train(settings, &out, false, &options(None)).unwrap();
+    let checkpoint = out.join("checkpoint-epoch-1");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(checkpoint.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["architectures"],
+        serde_json::json!(["BertForSequenceClassification"])
+    );
+    assert_eq!(
+        config["id2label"],
+        serde_json::json!({"0": "negative", "1": "positive"})
+    );
+    assert_eq!(
+        config["label2id"],
+        serde_json::json!({"negative": 0, "positive": 1})
+    );
+    assert_eq!(config["problem_type"], "single_label_classification");
+    let base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("model/config.json")).unwrap())
+            .unwrap();
+    for (field, value) in base.as_object().unwrap() {
+        if field != "architectures" {
+            assert_eq!(&config[field], value, "the base model's {field} is kept");
+        }
+    }
+    let names: Vec<String> = weights(&checkpoint.join("model.safetensors"))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for name in [
+        "bert.pooler.dense.weight",
+        "bert.embeddings.word_embeddings.weight",
+        "classifier.weight",
+    ] {
+        assert!(names.contains(&name.to_string()), "{name} not in {names:?}");
+    }
+    let files = ModelFiles::locate(&checkpoint).unwrap();
+    let pooled = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
+    assert!(pooled.has_pooler());
+
+    // A checkpoint written before the pooler joined the head: its config names no
+    // BertForSequenceClassification, and its head reads the raw [CLS] state.
+    let mut old = config.clone();
+    old["architectures"] = serde_json::json!(["BertModel"]);
+    std::fs::write(
+        checkpoint.join("config.json"),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    let cls = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile).unwrap();
+    assert!(!cls.has_pooler());
+    let (a, b) = (fixed_logits(&pooled), fixed_logits(&cls));
+    assert!(b[0].iter().all(|l| l.is_finite()));
+    assert_ne!(a, b, "the two heads compute different functions");
+}
+
+#[test]
+fn a_run_continued_from_a_checkpoint_starts_from_its_weights_and_records_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(dir.path());
+    settings.epochs = 1;
+    let parent = dir.path().join("parent");
+    train(settings, &parent, false, &options(None)).unwrap();
+    let parent_weights = parent.join("checkpoint-epoch-1").join("model.safetensors");
+
+    // Continued with a learning rate too small to move anything: it ends where it started.
+    let (mut settings, default_out) = continue_from(&parent, false).unwrap();
+    assert!(
+        default_out.ends_with("parent-from-epoch-1"),
+        "{default_out:?}"
+    );
+    settings.optimizer.lr = 1e-12;
+    settings.batch_size = 4;
+    let child = dir.path().join("child");
+    let info = train(settings, &child, false, &options(None)).unwrap();
+    let from = info.settings.from.clone().expect("the parent is recorded");
+    assert_eq!((from.epoch, from.new_head), (1, false));
+    assert_eq!(from.run, std::fs::canonicalize(&parent).unwrap());
+    assert_eq!(info.settings.batch_size, 4);
+    assert_eq!(info.subsets.train, 76, "the parent's data and split");
+    assert_same_weights(
+        &parent_weights,
+        &child.join("checkpoint-epoch-1").join("model.safetensors"),
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(child.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["settings"]["from"]["epoch"], 1);
+
+    // With a new head, only the encoder and pooler carry over.
+    let (mut settings, _) = continue_from(&parent.join("checkpoint-epoch-1"), true).unwrap();
+    settings.optimizer.lr = 1e-12;
+    let fresh = dir.path().join("fresh-head");
+    train(settings, &fresh, false, &options(None)).unwrap();
+    let (before, after) = (
+        weights(&parent_weights),
+        weights(&fresh.join("checkpoint-epoch-1").join("model.safetensors")),
+    );
+    for ((name, x), (_, y)) in before.iter().zip(&after) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        if name == "classifier.weight" {
+            assert!(diff > 1e-3, "the classifier is new");
+        } else if name != "classifier.bias" {
+            assert!(diff < 1e-5, "{name} carried over, yet differs by {diff}");
+        }
+    }
+
+    // Lineage in the comparison.
+    let comparison = compare_runs(&[parent.clone(), child.clone()]).unwrap();
+    let text = summary_text(&comparison);
+    assert!(
+        text.contains("child continues parent from its checkpoint-epoch-1"),
+        "{text}"
+    );
+    // A folder that is no run is refused, naming it.
+    let err = continue_from(dir.path(), false).err().unwrap().to_string();
+    assert!(err.contains("no run.json"), "{err}");
 }

@@ -9,6 +9,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command};
 use feelings_core::Truncation;
 use feelings_trainer::device;
+use feelings_trainer::train::lineage::continue_from;
 use feelings_trainer::train::optim::AdamWConfig;
 use feelings_trainer::train::run_dir::{Monitor, RunDir, EPOCH_COLUMNS};
 use feelings_trainer::train::settings::{RunInfo, TrainSettings};
@@ -19,14 +20,24 @@ use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Labelled reviews: CSV (plain or .gz), JSON Lines (.jsonl), or an aclImdb/ folder.
-    #[arg(long, required_unless_present = "resume")]
+    /// Labelled reviews: CSV (plain or .gz), JSON Lines (.jsonl), or an aclImdb/ folder. With
+    /// --from it may be left out: the parent run's data, columns, split, sequence length,
+    /// truncation and seed are used (so its test reviews stay unseen).
+    #[arg(long, required_unless_present_any = ["resume", "from"])]
     data: Option<PathBuf>,
     #[command(flatten)]
     columns: DataArgs,
     /// Base model folder in Hugging Face layout: config.json, model.safetensors, tokenizer.json.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "from"])]
     model: Option<PathBuf>,
+    /// Start a new run from the weights of another run: RUN_DIR (its best checkpoint) or
+    /// RUN_DIR/checkpoint-epoch-N, head included (see --new-head), with this run's own epochs,
+    /// learning rate and batch size; run.json records the parent.
+    #[arg(long, value_name = "RUN_DIR[/checkpoint-epoch-N]", conflicts_with_all = ["resume", "model"])]
+    from: Option<PathBuf>,
+    /// With --from: keep only the encoder (and pooler), and train a new classifier.
+    #[arg(long, requires = "from")]
+    new_head: bool,
     /// Output folder [default: runs/<model folder name>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -120,35 +131,58 @@ const ALLOWED_WITH_RESUME: [&str; 6] = [
     "threads",
 ];
 
-/// With `--resume`, refuses every option given on the command line (not merely defaulted) that
-/// would change the run, naming them all.
+/// The arguments of `feelings train` that say which reviews it trains on and how they are
+/// cut: with `--from` and no `--data`, the parent run's.
+const DATA_SETTINGS: [&str; 12] = [
+    "text_column",
+    "label_column",
+    "positive",
+    "strict",
+    "split_column",
+    "val_fraction",
+    "test_fraction",
+    "max_train",
+    "max_eval",
+    "seq_len",
+    "truncation",
+    "seed",
+];
+
+/// Refuses options that cannot apply, naming them all: with `--resume`, every option given on
+/// the command line (not merely defaulted) that would change the run; with `--from` and no
+/// `--data`, the options that shape the data (the parent run's are used).
 pub fn refuse_settings_on_resume(
     command: &Command,
     matches: &ArgMatches,
 ) -> std::result::Result<(), String> {
-    let Some(dir) = matches.get_one::<PathBuf>("resume") else {
-        return Ok(());
+    let given = |keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        command
+            .get_arguments()
+            .filter(|arg| keep(arg.get_id().as_str()))
+            .filter(|arg| {
+                matches!(matches.value_source(arg.get_id().as_str()),
+                         Some(source) if source != ValueSource::DefaultValue)
+            })
+            .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
+            .collect()
     };
-    let given: Vec<String> = command
-        .get_arguments()
-        .filter(|arg| !ALLOWED_WITH_RESUME.contains(&arg.get_id().as_str()))
-        .filter(|arg| {
-            matches!(matches.value_source(arg.get_id().as_str()),
-                     Some(source) if source != ValueSource::DefaultValue)
-        })
-        .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
-        .collect();
-    match given.as_slice() {
+    if let Some(dir) = matches.get_one::<PathBuf>("resume") {
+        let why = format!("--resume continues {} with its own settings", dir.display());
+        return refuse(&why, &given(&|id| !ALLOWED_WITH_RESUME.contains(&id)));
+    }
+    if matches.contains_id("from") && matches.get_one::<PathBuf>("data").is_none() {
+        let why = "--from without --data trains on the parent run's data, split and tokens \
+                   (give --data for another data set)";
+        return refuse(why, &given(&|id| DATA_SETTINGS.contains(&id)));
+    }
+    Ok(())
+}
+
+fn refuse(why: &str, given: &[String]) -> std::result::Result<(), String> {
+    match given {
         [] => Ok(()),
-        [one] => Err(format!(
-            "--resume continues {} with its own settings; {one} was given: drop it",
-            dir.display()
-        )),
-        many => Err(format!(
-            "--resume continues {} with its own settings; {} were given: drop them",
-            dir.display(),
-            many.join(", ")
-        )),
+        [one] => Err(format!("{why}; {one} was given: drop it")),
+        many => Err(format!("{why}; {} were given: drop them", many.join(", "))),
     }
 }
 
@@ -168,16 +202,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (info, out) = if let Some(dir) = &args.resume {
         (resume(dir, &options)?, dir.clone())
     } else {
-        let model = args.model.clone().context("--model is required")?;
-        let data = args.data.clone().context("--data is required")?;
-        let out = args.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs").join(model.file_name().unwrap_or(model.as_os_str()))
-        });
-        let mut settings = TrainSettings::new(data, model);
-        settings.columns = args.columns.options(args.split.split_column.clone());
-        settings.split = args.split.options(args.max_train, args.max_eval);
-        settings.seq_len = args.seq_len;
-        settings.truncation = args.truncation;
+        let (mut settings, default_out) = match &args.from {
+            Some(from) => continued_settings(&args, from)?,
+            None => {
+                let model = args.model.clone().context("--model is required")?;
+                let data = args.data.clone().context("--data is required")?;
+                let out =
+                    PathBuf::from("runs").join(model.file_name().unwrap_or(model.as_os_str()));
+                let mut settings = TrainSettings::new(data, model);
+                shape_data(&mut settings, &args);
+                (settings, out)
+            }
+        };
+        let out = args.out.clone().unwrap_or(default_out);
         settings.batch_size = args.batch_size;
         settings.epochs = args.epochs;
         settings.optimizer = AdamWConfig {
@@ -192,10 +229,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
             MonitorArg::Loss => Monitor::Loss,
             MonitorArg::Accuracy => Monitor::Accuracy,
         };
-        settings.seed = args.seed;
         (train(settings, &out, args.overwrite, &options)?, out)
     };
     print_summary(&info, &out)
+}
+
+/// The data settings given on the command line.
+fn shape_data(settings: &mut TrainSettings, args: &TrainArgs) {
+    settings.columns = args.columns.options(args.split.split_column.clone());
+    settings.split = args.split.options(args.max_train, args.max_eval);
+    settings.seq_len = args.seq_len;
+    settings.truncation = args.truncation;
+    settings.seed = args.seed;
+}
+
+/// The settings of a run continued `--from` a checkpoint and its default folder: the parent's
+/// data settings, unless `--data` is given.
+fn continued_settings(args: &TrainArgs, from: &Path) -> Result<(TrainSettings, PathBuf)> {
+    let (mut settings, out) = continue_from(from, args.new_head)?;
+    if let Some(data) = &args.data {
+        settings.data = data.clone();
+        shape_data(&mut settings, args);
+    }
+    Ok((settings, out))
 }
 
 fn print_summary(info: &RunInfo, out: &Path) -> Result<()> {
