@@ -255,7 +255,8 @@ pub(crate) fn instrumented(
     wasm: &[u8],
     cache_dir: Option<&Path>,
 ) -> Result<Component, SandboxError> {
-    let key = format!("instrumented {}", hex(&Sha256::digest(wasm)));
+    // Kept per cache folder too: each cache holds its own compiled copy.
+    let key = format!("instrumented {} {cache_dir:?}", hex(&Sha256::digest(wasm)));
     engine.compiled(&key, || {
         let (_, instrumented) = Wizer::new()
             .instrument_component(wasm)
