@@ -124,8 +124,8 @@ fn one_backward_pass_reaches_every_variable() {
         .backward()
         .unwrap();
     let vars = model.varmap().data().lock().unwrap();
-    // 6 layers x 16 + 5 embedding tensors + 2 head tensors.
-    assert_eq!(vars.len(), 6 * 16 + 5 + 2);
+    // 6 layers x 16 + 5 embedding tensors + 4 head tensors (pooler and classifier).
+    assert_eq!(vars.len(), 6 * 16 + 5 + 4);
     let without: Vec<&String> = vars
         .iter()
         .filter(|(_, var)| {
