@@ -241,10 +241,11 @@ fn label_scores(p: &Prediction, deployment: &Deployment, raw: bool) -> Vec<Label
 
 async fn predict_with(
     state: &AppState,
-    deployment: &Arc<Deployment>,
+    found: Result<Arc<Deployment>, ApiError>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let deployment = &found?;
     let id = request_id(headers);
     let body = json_body(state, deployment, headers, body).await?;
     let request: PredictRequest = serde_json::from_slice(&body)
@@ -264,10 +265,11 @@ async fn predict_with(
 
 async fn task_with(
     state: &AppState,
-    deployment: &Arc<Deployment>,
+    found: Result<Arc<Deployment>, ApiError>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let deployment = &found?;
     let id = request_id(headers);
     let body = json_body(state, deployment, headers, body).await?;
     let request: TaskRequest = serde_json::from_slice(&body)
@@ -299,10 +301,11 @@ async fn task_with(
 
 async fn tokenize_with(
     state: &AppState,
-    deployment: &Arc<Deployment>,
+    found: Result<Arc<Deployment>, ApiError>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let deployment = &found?;
     let id = request_id(headers);
     let body = json_body(state, deployment, headers, body).await?;
     let request: TokenizeRequest = serde_json::from_slice(&body)
@@ -384,11 +387,10 @@ pub(crate) async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = match default_deployment(&state, &headers) {
-        Ok(d) => predict_with(&state, &d, &headers, body).await,
-        Err(e) => Err(e),
-    };
-    answer.unwrap_or_else(tei_error)
+    let found = default_deployment(&state, &headers);
+    predict_with(&state, found, &headers, body)
+        .await
+        .unwrap_or_else(tei_error)
 }
 
 /// `POST /v1/deployments/NAME/predict`.
@@ -398,11 +400,10 @@ pub(crate) async fn predict_deployment(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = match named_deployment(&state, &name, &headers) {
-        Ok(d) => predict_with(&state, &d, &headers, body).await,
-        Err(e) => Err(e),
-    };
-    answer.unwrap_or_else(tei_error)
+    let found = named_deployment(&state, &name, &headers);
+    predict_with(&state, found, &headers, body)
+        .await
+        .unwrap_or_else(tei_error)
 }
 
 /// `POST /`: the Inference API's text classification, with the default deployment.
@@ -411,11 +412,10 @@ pub(crate) async fn task(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = match default_deployment(&state, &headers) {
-        Ok(d) => task_with(&state, &d, &headers, body).await,
-        Err(e) => Err(e),
-    };
-    answer.unwrap_or_else(tei_error)
+    let found = default_deployment(&state, &headers);
+    task_with(&state, found, &headers, body)
+        .await
+        .unwrap_or_else(tei_error)
 }
 
 /// `POST /v1/deployments/NAME`.
@@ -425,11 +425,10 @@ pub(crate) async fn task_deployment(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = match named_deployment(&state, &name, &headers) {
-        Ok(d) => task_with(&state, &d, &headers, body).await,
-        Err(e) => Err(e),
-    };
-    answer.unwrap_or_else(tei_error)
+    let found = named_deployment(&state, &name, &headers);
+    task_with(&state, found, &headers, body)
+        .await
+        .unwrap_or_else(tei_error)
 }
 
 /// `POST /tokenize`: the tokens the default deployment's model reads.
@@ -438,11 +437,10 @@ pub(crate) async fn tokenize(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = match default_deployment(&state, &headers) {
-        Ok(d) => tokenize_with(&state, &d, &headers, body).await,
-        Err(e) => Err(e),
-    };
-    answer.unwrap_or_else(tei_error)
+    let found = default_deployment(&state, &headers);
+    tokenize_with(&state, found, &headers, body)
+        .await
+        .unwrap_or_else(tei_error)
 }
 
 /// `POST /v1/deployments/NAME/tokenize`.
@@ -452,11 +450,10 @@ pub(crate) async fn tokenize_deployment(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = match named_deployment(&state, &name, &headers) {
-        Ok(d) => tokenize_with(&state, &d, &headers, body).await,
-        Err(e) => Err(e),
-    };
-    answer.unwrap_or_else(tei_error)
+    let found = named_deployment(&state, &name, &headers);
+    tokenize_with(&state, found, &headers, body)
+        .await
+        .unwrap_or_else(tei_error)
 }
 
 /// `GET /info`: TEI's description of the default deployment.

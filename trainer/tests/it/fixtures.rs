@@ -30,6 +30,26 @@ pub fn missing_tool(what: &str, install: &str) {
     );
 }
 
+/// `ids` padded with `pad` to the longest, and the attention mask (1 on tokens, 0 on padding).
+fn padded_with_mask(ids: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let longest = ids.iter().map(Vec::len).max().unwrap_or(1);
+    let padded = ids
+        .iter()
+        .map(|r| {
+            r.iter()
+                .copied()
+                .chain(std::iter::repeat(pad))
+                .take(longest)
+                .collect()
+        })
+        .collect();
+    let mask = ids
+        .iter()
+        .map(|r| (0..longest).map(|i| u32::from(i < r.len())).collect())
+        .collect();
+    (padded, mask)
+}
+
 /// Logits from Python's onnxruntime for token sequences padded with `pad`, or None when it is
 /// not installed (see [`missing_tool`]). Graph optimisation stays at the basic level: at
 /// `ORT_ENABLE_ALL` ONNX Runtime fuses `DequantizeLinear` + `MatMul` into integer arithmetic,
@@ -48,21 +68,7 @@ pub fn onnxruntime_logits(model: &Path, ids: &[Vec<u32>], pad: u32) -> Option<Ve
         );
         return None;
     }
-    let longest = ids.iter().map(Vec::len).max().unwrap_or(1);
-    let padded: Vec<Vec<u32>> = ids
-        .iter()
-        .map(|r| {
-            r.iter()
-                .copied()
-                .chain(std::iter::repeat(pad))
-                .take(longest)
-                .collect()
-        })
-        .collect();
-    let mask: Vec<Vec<u32>> = ids
-        .iter()
-        .map(|r| (0..longest).map(|i| u32::from(i < r.len())).collect())
-        .collect();
+    let (padded, mask) = padded_with_mask(ids, pad);
     let script = "import json, sys, numpy as np, onnxruntime as ort\n\
          o = ort.SessionOptions()\n\
          o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC\n\
@@ -120,21 +126,7 @@ pub fn transformers_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Opt
         );
         return None;
     }
-    let longest = ids.iter().map(Vec::len).max().unwrap_or(1);
-    let padded: Vec<Vec<u32>> = ids
-        .iter()
-        .map(|r| {
-            r.iter()
-                .copied()
-                .chain(std::iter::repeat(pad))
-                .take(longest)
-                .collect()
-        })
-        .collect();
-    let mask: Vec<Vec<u32>> = ids
-        .iter()
-        .map(|r| (0..longest).map(|i| u32::from(i < r.len())).collect())
-        .collect();
+    let (padded, mask) = padded_with_mask(ids, pad);
     let script = r#"
 import json, sys, torch
 from transformers import AutoModelForSequenceClassification
