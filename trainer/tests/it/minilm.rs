@@ -205,6 +205,7 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
         .map(|e| e.ids)
         .collect();
     if let Some(theirs) = transformers_logits(&checkpoint.dir, &ids, encoder.pad_id()) {
+        assert_eq!(theirs.len(), ids.len(), "one row of logits per review");
         let mut worst = 0f32;
         for chunk in (0..ids.len()).step_by(16) {
             let rows = &ids[chunk..(chunk + 16).min(ids.len())];
@@ -217,7 +218,10 @@ fn fine_tuning_minilm_briefly_leaves_a_checkpoint_that_reloads_to_the_same_logit
                 .to_vec2::<f32>()
                 .unwrap();
             for (a, b) in ours.iter().zip(&theirs[chunk..]) {
+                assert_eq!(a.len(), b.len());
                 for (x, y) in a.iter().zip(b) {
+                    // f32::max would pass a NaN over.
+                    assert!(x.is_finite() && y.is_finite(), "{x} vs {y}");
                     worst = worst.max((x - y).abs());
                 }
             }

@@ -25,16 +25,26 @@ fn options(stop_after: Option<usize>) -> TrainOptions {
     }
 }
 
+/// The largest difference between two tensors of the same shape, failing on a value that is
+/// not finite (which `f32::max` would pass over).
+fn largest_difference(name: &str, x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "{name} changed shape");
+    x.iter()
+        .zip(y)
+        .map(|(p, q)| {
+            assert!(p.is_finite() && q.is_finite(), "{name}: {p} vs {q}");
+            (p - q).abs()
+        })
+        .fold(0f32, f32::max)
+}
+
 /// Asserts two safetensors files hold the same tensors within 1e-5.
 fn assert_same_weights(a: &Path, b: &Path) {
     let (a, b) = (weights(a), weights(b));
     assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+    for ((name, x), (other, y)) in a.iter().zip(&b) {
+        assert_eq!(name, other);
+        let diff = largest_difference(name, x, y);
         assert!(diff < 1e-5, "{name} differs by {diff}");
     }
 }
@@ -576,12 +586,10 @@ fn a_run_continued_from_a_checkpoint_starts_from_its_weights_and_records_its_par
         weights(&parent_weights),
         weights(&fresh.join("checkpoint-epoch-1").join("model.safetensors")),
     );
-    for ((name, x), (_, y)) in before.iter().zip(&after) {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+    assert_eq!(before.len(), after.len());
+    for ((name, x), (other, y)) in before.iter().zip(&after) {
+        assert_eq!(name, other);
+        let diff = largest_difference(name, x, y);
         if name == "classifier.weight" {
             assert!(diff > 1e-3, "the classifier is new");
         } else if name != "classifier.bias" {
