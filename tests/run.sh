@@ -9,6 +9,14 @@ if ! command -v chromium >/dev/null; then
   echo "installing Debian's chromium for the page test"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
 fi
+# transformers.js (from npm, install scripts skipped: ONNX Runtime's Node binding ships its CPU
+# library in the package) runs a `feelings export --layout hf` folder in the trainer's tests.
+if [ ! -d tests/transformers-js/node_modules/@huggingface/transformers ]; then
+  echo "installing transformers.js into tests/transformers-js for the Hugging Face layout test"
+  (cd tests/transformers-js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) \
+    || { echo "transformers.js could not be installed: its check will be skipped" >&2
+         if [ -n "${CI:-}" ]; then exit 1; fi; }
+fi
 # ONNX Runtime checks that exported models run the same in the reference runtime. Without it
 # those checks say "skipped" on a developer's machine; in CI (CI set) they fail instead.
 python3 -c 'import onnxruntime, numpy' 2>/dev/null \

@@ -196,6 +196,14 @@ async fn every_endpoint_answers() {
         "/model/{file}",
         "/v1/deployments",
         "/v1/deployments/{name}/classify",
+        "/predict",
+        "/info",
+        "/tokenize",
+        "/",
+        "/v1/deployments/{name}/predict",
+        "/v1/deployments/{name}/info",
+        "/v1/deployments/{name}/tokenize",
+        "/v1/deployments/{name}",
     ] {
         assert!(
             openapi["paths"][path].is_object(),
@@ -203,6 +211,13 @@ async fn every_endpoint_answers() {
         );
     }
     assert!(openapi["components"]["schemas"]["Classified"].is_object());
+    // Methods of one path are merged, not replaced.
+    for method in ["get", "post", "delete"] {
+        assert!(
+            openapi["paths"]["/v1/deployments/{name}"][method].is_object(),
+            "{method} /v1/deployments/{{name}} missing from /openapi.json"
+        );
+    }
 
     let metrics = String::from_utf8(send(&state, get("/metrics")).await.body).unwrap();
     for name in [

@@ -78,6 +78,11 @@ impl EncodedReview {
     }
 }
 
+/// The line breaks [`clean_review`] replaces, as a regular expression (JavaScript, Oniguruma and
+/// fancy-regex read it alike): for tokenizers that clean the text themselves, e.g. a `Replace`
+/// normaliser in the `tokenizer.json` that `feelings export --layout hf` writes.
+pub const LINE_BREAK_PATTERN: &str = "<[bB][rR](?: ?/)?>";
+
 /// Replaces the HTML line breaks the IMDB reviews are full of (`<br />`, `<br/>`, `<br>`, any
 /// case) with a space. Everything else is left to the tokenizer's own normaliser.
 pub fn clean_review(text: &str) -> String {

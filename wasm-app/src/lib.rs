@@ -26,6 +26,8 @@ pub use bundle::{sha256_hex, Bundle, BundleError};
 #[cfg(not(target_family = "wasm"))]
 pub use classifier::set_inference_threads;
 pub use classifier::{positive_probability, ClassifyError, TractClassifier};
-pub use encode::{clean_review, EncodeError, EncodedReview, ReviewEncoder, Token, Truncation};
+pub use encode::{
+    clean_review, EncodeError, EncodedReview, ReviewEncoder, Token, Truncation, LINE_BREAK_PATTERN,
+};
 pub use labels::{is_positive, Labels};
 pub use manifest::{Manifest, Prediction};

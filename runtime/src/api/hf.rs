@@ -382,6 +382,15 @@ fn named_deployment(
 }
 
 /// `POST /predict`: TEI's classification, with the default deployment.
+#[utoipa::path(post, path = "/predict", request_body(content = Object, description = "`inputs`: a review or a batch `[[\"a\"], [\"b\"]]`; `truncate`, `truncation_direction`, `raw_scores` (TEI)"),
+    responses(
+    (status = 200, description = "Per review, a score for each label", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No default deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn predict(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -394,6 +403,16 @@ pub(crate) async fn predict(
 }
 
 /// `POST /v1/deployments/NAME/predict`.
+#[utoipa::path(post, path = "/v1/deployments/{name}/predict", request_body(content = Object, description = "`inputs`: a review or a batch `[[\"a\"], [\"b\"]]`; `truncate`, `truncation_direction`, `raw_scores` (TEI)"),
+    params(("name" = String, Path, description = "The deployment")),
+    responses(
+    (status = 200, description = "Per review, a score for each label", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No such deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn predict_deployment(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
@@ -407,6 +426,15 @@ pub(crate) async fn predict_deployment(
 }
 
 /// `POST /`: the Inference API's text classification, with the default deployment.
+#[utoipa::path(post, path = "/", request_body(content = Object, description = "`inputs` and `parameters` (`top_k`, `function_to_apply`), as huggingface_hub sends them"),
+    responses(
+    (status = 200, description = "A score for each label, best first", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No default deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -419,6 +447,16 @@ pub(crate) async fn task(
 }
 
 /// `POST /v1/deployments/NAME`.
+#[utoipa::path(post, path = "/v1/deployments/{name}", request_body(content = Object, description = "`inputs` and `parameters` (`top_k`, `function_to_apply`), as huggingface_hub sends them"),
+    params(("name" = String, Path, description = "The deployment")),
+    responses(
+    (status = 200, description = "A score for each label, best first", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No such deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn task_deployment(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
@@ -432,6 +470,15 @@ pub(crate) async fn task_deployment(
 }
 
 /// `POST /tokenize`: the tokens the default deployment's model reads.
+#[utoipa::path(post, path = "/tokenize", request_body(content = Object, description = "`inputs` and `add_special_tokens` (TEI)"),
+    responses(
+    (status = 200, description = "Per review, its tokens (id, text, special, start, stop)", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No default deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn tokenize(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -444,6 +491,16 @@ pub(crate) async fn tokenize(
 }
 
 /// `POST /v1/deployments/NAME/tokenize`.
+#[utoipa::path(post, path = "/v1/deployments/{name}/tokenize", request_body(content = Object, description = "`inputs` and `add_special_tokens` (TEI)"),
+    params(("name" = String, Path, description = "The deployment")),
+    responses(
+    (status = 200, description = "Per review, its tokens (id, text, special, start, stop)", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No such deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn tokenize_deployment(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
@@ -457,6 +514,15 @@ pub(crate) async fn tokenize_deployment(
 }
 
 /// `GET /info`: TEI's description of the default deployment.
+#[utoipa::path(get, path = "/info",
+    responses(
+    (status = 200, description = "TEI's description: model id, labels, max input length, limits", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No default deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match default_deployment(&state, &headers) {
         Ok(d) => Json(info_of(&state, &d)).into_response(),
@@ -465,6 +531,16 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap)
 }
 
 /// `GET /v1/deployments/NAME/info`.
+#[utoipa::path(get, path = "/v1/deployments/{name}/info",
+    params(("name" = String, Path, description = "The deployment")),
+    responses(
+    (status = 200, description = "TEI's description: model id, labels, max input length, limits", body = Object),
+    (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
+    (status = 404, description = "No such deployment; TEI's error body", body = Object),
+    (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
+    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
+    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
+))]
 pub(crate) async fn info_deployment(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,

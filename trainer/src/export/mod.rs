@@ -2,6 +2,7 @@
 //! `tokenizer.json`), checked against candle before it is declared done.
 
 pub mod from_bundle;
+pub mod hf_layout;
 pub mod onnx;
 
 use std::path::{Path, PathBuf};
@@ -95,22 +96,27 @@ fn locate(source: &Path, epoch: Option<usize>) -> Result<(RunDir, usize)> {
     Ok((dir, epoch))
 }
 
-/// Exports the checkpoint `source` names (see [`locate`]), or the bundle `source` is, as a
-/// bundle in `out`, refusing a folder that holds a bundle unless `overwrite`.
-pub fn export_bundle(
+/// A model opened for export: its candle weights, the manifest its bundle gets (at
+/// `options.precision`), its tokenizer and Hugging Face configuration, and where it came from.
+pub(crate) struct ExportSource {
+    pub(crate) model: CandleClassifier,
+    pub(crate) manifest: Manifest,
+    pub(crate) tokenizer: Vec<u8>,
+    /// `config.json` of the model folder the weights were read from.
+    pub(crate) config: Vec<u8>,
+    /// The checkpoint or bundle folder, for messages.
+    pub(crate) path: PathBuf,
+}
+
+/// Opens the checkpoint `source` names (see [`locate`]), or the bundle `source` is, for an
+/// export to `out`.
+pub(crate) fn open_source(
     source: &Path,
     out: &Path,
-    overwrite: bool,
     options: &ExportOptions,
-) -> Result<Exported> {
-    if out.join(MANIFEST_FILE).exists() && !overwrite {
-        return Err(Error::run(
-            out,
-            "holds a model bundle already: pass --overwrite to replace it",
-        ));
-    }
+) -> Result<ExportSource> {
     if source.join(MANIFEST_FILE).is_file() {
-        return reexport_bundle(source, out, options);
+        return open_bundle(source, options);
     }
     let (dir, epoch) = locate(source, options.epoch)?;
     let info: RunInfo = read_json(&dir.path().join(RUN_FILE))?;
@@ -126,16 +132,45 @@ pub fn export_bundle(
         out,
         options,
     );
-    let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
-    write_checked(&model, manifest, tokenizer, checkpoint, out)
+    let read = |path: &Path| std::fs::read(path).map_err(|e| Error::io(path, e));
+    Ok(ExportSource {
+        manifest,
+        tokenizer: read(&files.tokenizer)?,
+        config: read(&files.config)?,
+        model,
+        path: checkpoint,
+    })
 }
 
-/// Exports the model of the bundle `source` again, at `options.precision`, from the weights
-/// it stores (see [`from_bundle`]): the same name (unless `options.name`), labels, training
-/// summary and sequence length (unless `options.seq_len`), the threshold of `options`; its
-/// test figures are dropped, the weights having changed (`feelings evaluate --record`
-/// measures them again).
-fn reexport_bundle(source: &Path, out: &Path, options: &ExportOptions) -> Result<Exported> {
+/// Exports the checkpoint `source` names (see [`locate`]), or the bundle `source` is, as a
+/// bundle in `out`, refusing a folder that holds a bundle unless `overwrite`.
+pub fn export_bundle(
+    source: &Path,
+    out: &Path,
+    overwrite: bool,
+    options: &ExportOptions,
+) -> Result<Exported> {
+    if out.join(MANIFEST_FILE).exists() && !overwrite {
+        return Err(Error::run(
+            out,
+            "holds a model bundle already: pass --overwrite to replace it",
+        ));
+    }
+    let source = open_source(source, out, options)?;
+    let exported = checked_bundle(&source, source.manifest.clone())?;
+    exported
+        .bundle
+        .write_dir(out)
+        .map_err(|e| Error::io(out, e))?;
+    Ok(exported)
+}
+
+/// Opens the model of the bundle `source` for an export again, at `options.precision`, from the
+/// weights it stores (see [`from_bundle`]): the same name (unless `options.name`), labels,
+/// training summary and sequence length (unless `options.seq_len`), the threshold of
+/// `options`; its test figures are dropped, the weights having changed (`feelings evaluate
+/// --record` measures them again).
+fn open_bundle(source: &Path, options: &ExportOptions) -> Result<ExportSource> {
     if options.epoch.is_some() {
         return Err(Error::Setting(format!(
             "{} is a bundle, which holds one model: --epoch applies to run folders",
@@ -147,6 +182,7 @@ fn reexport_bundle(source: &Path, out: &Path, options: &ExportOptions) -> Result
     from_bundle::write_model_folder(&original, folder.path())?;
     let files = ModelFiles::locate(folder.path())?;
     let model = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile)?;
+    let config = std::fs::read(&files.config).map_err(|e| Error::io(&files.config, e))?;
     let manifest = Manifest {
         name: options
             .name
@@ -158,24 +194,19 @@ fn reexport_bundle(source: &Path, out: &Path, options: &ExportOptions) -> Result
         test_metrics: None,
         ..original.manifest.clone()
     };
-    write_checked(
-        &model,
+    Ok(ExportSource {
+        model,
         manifest,
-        original.tokenizer,
-        source.to_path_buf(),
-        out,
-    )
+        tokenizer: original.tokenizer,
+        config,
+        path: source.to_path_buf(),
+    })
 }
 
-/// Writes `model` as ONNX at `manifest.weights` into a bundle in `out`, once its logits pass
-/// [`check_bundle`]; `source` is what the model came from, for messages.
-fn write_checked(
-    model: &CandleClassifier,
-    manifest: Manifest,
-    tokenizer: Vec<u8>,
-    source: PathBuf,
-    out: &Path,
-) -> Result<Exported> {
+/// The bundle of `source`'s model as ONNX at `manifest.weights`, once its logits pass
+/// [`check_bundle`].
+pub(crate) fn checked_bundle(source: &ExportSource, manifest: Manifest) -> Result<Exported> {
+    let model = &source.model;
     if manifest.max_seq_len > model.config().max_position_embeddings {
         return Err(Error::Setting(format!(
             "--seq-len {} exceeds the model's max_position_embeddings {}",
@@ -185,18 +216,17 @@ fn write_checked(
     }
     let labels = format!("{},{}", manifest.labels.negative, manifest.labels.positive);
     let onnx = export(model, manifest.weights, &[("feelings.labels", &labels)])?;
-    let bundle = Bundle::new(manifest, onnx, tokenizer);
+    let bundle = Bundle::new(manifest, onnx, source.tokenizer.clone());
     let max_logit_difference = check_bundle(model, &bundle).map_err(|e| match e {
         Error::Check(failure) => Error::model(
-            &source,
+            &source.path,
             format!("the exported model fails its check against candle: {failure}; not written"),
         ),
         other => other,
     })?;
-    bundle.write_dir(out).map_err(|e| Error::io(out, e))?;
     Ok(Exported {
         bundle,
-        checkpoint: source,
+        checkpoint: source.path.clone(),
         max_logit_difference,
     })
 }

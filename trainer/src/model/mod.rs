@@ -263,7 +263,8 @@ impl CandleClassifier {
 
 /// The `config.json` of a checkpoint of this model: the base model's `config_json` (every
 /// field kept), naming `BertForSequenceClassification` when the head has the pooler, with the
-/// classes' names (`id2label`, `label2id`) and `problem_type`, as transformers reads them.
+/// classes' names (`id2label`, `label2id`) and `problem_type`, as transformers reads them, and
+/// `model_type` `bert` where the base config has none (a config read back from a bundle).
 pub fn checkpoint_config(
     config_json: &[u8],
     labels: &feelings_core::Labels,
@@ -286,6 +287,7 @@ pub fn checkpoint_config(
         serde_json::json!({ labels.negative.as_str(): 0, labels.positive.as_str(): 1 }),
     );
     config.insert("problem_type".into(), "single_label_classification".into());
+    config.entry("model_type").or_insert_with(|| "bert".into());
     Ok(serde_json::to_vec_pretty(&config).expect("a JSON map serialises"))
 }
 

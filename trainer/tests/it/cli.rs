@@ -188,6 +188,19 @@ fn numeric_flags_out_of_range_are_refused_when_parsed() {
         "--no-early-stopping",
     ]);
     assert_eq!(code, Some(2));
+    // A Hugging Face layout holds both precisions.
+    let (code, stderr) = refused(&[
+        "export",
+        "run",
+        "--out",
+        "hf",
+        "--layout",
+        "hf",
+        "--quantize",
+        "int8",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--layout hf writes both"), "{stderr}");
 }
 
 #[test]

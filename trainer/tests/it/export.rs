@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::fixtures::{onnxruntime_logits, reviews, tiny_bert, write_csv, TinyShape, WORDS};
 
-fn export_options(precision: Precision) -> ExportOptions {
+pub(crate) fn export_options(precision: Precision) -> ExportOptions {
     ExportOptions {
         precision,
         name: Some("tiny".into()),
@@ -29,7 +29,7 @@ fn export_options(precision: Precision) -> ExportOptions {
 }
 
 /// A one-epoch run of the tiny model in `dir/run`.
-fn tiny_run(dir: &Path) -> PathBuf {
+pub(crate) fn tiny_run(dir: &Path) -> PathBuf {
     let model = tiny_bert(&dir.join("model"), &TinyShape::default());
     write_csv(&dir.join("data.csv"), &reviews(64, 8));
     let mut s = TrainSettings::new(dir.join("data.csv"), model);

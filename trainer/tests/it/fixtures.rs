@@ -180,6 +180,17 @@ pub fn imdb() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/imdb/imdb.csv.gz")
 }
 
+/// The IMDB reviews with their official split.
+pub fn imdb_reviews() -> Vec<feelings_trainer::data::Example> {
+    let columns = feelings_trainer::data::DataOptions {
+        split_column: Some("split".into()),
+        ..Default::default()
+    };
+    feelings_trainer::data::load_dataset(&imdb(), &columns)
+        .unwrap()
+        .examples
+}
+
 /// Set in the child process of the test below, which then only asks for ONNX Runtime's logits.
 const PROBE: &str = "FEELINGS_PROBE_MISSING_ONNXRUNTIME";
 

@@ -6,6 +6,7 @@ mod deploy;
 mod evaluation;
 mod export;
 mod fixtures;
+mod hf_layout;
 mod minilm;
 mod shipped_model;
 mod training;

@@ -4,7 +4,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use feelings_core::{ReviewEncoder, Truncation};
 use feelings_trainer::data::batch::make_batch;
-use feelings_trainer::data::{load_dataset, DataOptions};
 use feelings_trainer::export::check_logits;
 use feelings_trainer::export::onnx::Precision;
 use feelings_trainer::export::{export_bundle, ExportOptions};
@@ -15,16 +14,7 @@ use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
 use feelings_trainer::train::settings::TrainSettings;
 use feelings_trainer::train::train;
 
-use crate::fixtures::{imdb, minilm_l6, onnxruntime_logits, transformers_logits};
-
-/// The IMDB reviews with their official split.
-fn imdb_reviews() -> Vec<feelings_trainer::data::Example> {
-    let columns = DataOptions {
-        split_column: Some("split".into()),
-        ..DataOptions::default()
-    };
-    load_dataset(&imdb(), &columns).unwrap().examples
-}
+use crate::fixtures::{imdb_reviews, minilm_l6, onnxruntime_logits, transformers_logits};
 
 /// Writes `n` reviews spread evenly over the official `split` as a review,sentiment CSV.
 fn write_reviews(path: &std::path::Path, split: &str, n: usize) {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use feelings_trainer::export::hf_layout::{export_hf_layout, ExportedHf};
 use feelings_trainer::export::onnx::Precision;
 use feelings_trainer::export::{export_bundle, ExportOptions, Exported};
 
@@ -15,17 +16,25 @@ pub struct ExportArgs {
     /// a bundle (its stored weights exported again, e.g. at another --quantize; its test
     /// figures are dropped: measure them with `feelings evaluate --record`).
     run: PathBuf,
-    /// The bundle folder to write.
+    /// The folder to write: a bundle, or with --layout hf a model folder for Hugging Face's tools.
     #[arg(long)]
     out: PathBuf,
+    /// What to write: `bundle` (feelings.json, model.onnx, tokenizer.json: what the gateway, the
+    /// page and `feelings predict` read) or `hf` (config.json with the labels, tokenizer.json,
+    /// tokenizer_config.json, onnx/model.onnx in f32 and onnx/model_quantized.onnx in
+    /// int8-dynamic: what transformers.js, Optimum and ONNX Runtime read; long reviews are cut
+    /// at the end there, whatever the truncation trained).
+    #[arg(long, value_enum, default_value = "bundle")]
+    layout: LayoutArg,
     /// Export this epoch (numbered from 1) instead of the best one.
     #[arg(long, value_parser = values::positive_count)]
     epoch: Option<usize>,
     /// Weight storage: f32 as trained; int8 (a quarter of the size, computed in f32); or
     /// int8-dynamic (the same size, every encoder product computed in 8-bit integers with the
     /// activations quantised at run time: faster, most of all in WebAssembly).
-    #[arg(long, value_enum, default_value = "f32")]
-    quantize: QuantizeArg,
+    /// [default: f32] With --layout hf, which writes both f32 and int8-dynamic, it is refused.
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
     /// Probability of positive, from 0 to 1, from which a review is called positive.
     #[arg(long, default_value_t = 0.5, value_parser = values::probability)]
     threshold: f64,
@@ -41,6 +50,12 @@ pub struct ExportArgs {
     overwrite: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum LayoutArg {
+    Bundle,
+    Hf,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum QuantizeArg {
     F32,
@@ -48,10 +63,20 @@ enum QuantizeArg {
     Int8Dynamic,
 }
 
+impl ExportArgs {
+    /// Refuses options that contradict each other, for the command-line parser to report.
+    pub fn refuse_conflicts(&self) -> std::result::Result<(), &'static str> {
+        if self.layout == LayoutArg::Hf && self.quantize.is_some() {
+            return Err("--quantize chooses a bundle's weights: --layout hf writes both f32 (onnx/model.onnx) and int8-dynamic (onnx/model_quantized.onnx)");
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: ExportArgs) -> Result<()> {
     let options = ExportOptions {
         epoch: args.epoch,
-        precision: match args.quantize {
+        precision: match args.quantize.unwrap_or(QuantizeArg::F32) {
             QuantizeArg::F32 => Precision::F32,
             QuantizeArg::Int8 => Precision::Int8,
             QuantizeArg::Int8Dynamic => Precision::Int8Dynamic,
@@ -60,9 +85,34 @@ pub fn run(args: ExportArgs) -> Result<()> {
         name: args.name,
         seq_len: args.seq_len,
     };
+    if args.layout == LayoutArg::Hf {
+        let exported = export_hf_layout(&args.run, &args.out, args.overwrite, &options)?;
+        print_hf_summary(&exported, &args.out.display().to_string());
+        return Ok(());
+    }
     let exported = export_bundle(&args.run, &args.out, args.overwrite, &options)?;
     print_summary(&exported, &args.out.display().to_string());
     Ok(())
+}
+
+/// Prints what an export in Hugging Face layout wrote to `out`: the files, and each model's
+/// check against candle.
+fn print_hf_summary(exported: &ExportedHf, out: &str) {
+    let m = &exported.f32.bundle.manifest;
+    println!(
+        "exported {} as a Hugging Face model folder to {out} (labels {}/{}, model_max_length {})",
+        exported.f32.checkpoint.display(),
+        m.labels.negative,
+        m.labels.positive,
+        m.max_seq_len
+    );
+    for (file, size) in &exported.files {
+        println!("  {file:<28} {:>7.1} MB", *size as f64 / 1e6);
+    }
+    println!(
+        "  largest logit difference to candle on check reviews: f32 {:.2e}, int8-dynamic {:.2e}",
+        exported.f32.max_logit_difference, exported.quantized.max_logit_difference
+    );
 }
 
 /// Prints what an export wrote to `out` (a folder, in words): the checkpoint and name, the

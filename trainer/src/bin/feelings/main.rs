@@ -180,6 +180,15 @@ fn parse_command_line() -> Cli {
                 .exit();
         }
     }
+    if let Command::Export(args) = &cli.command {
+        if let Err(message) = args.refuse_conflicts() {
+            command
+                .find_subcommand_mut("export")
+                .expect("export is a subcommand")
+                .error(ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+    }
     cli
 }
 

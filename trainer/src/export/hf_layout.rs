@@ -1,0 +1,174 @@
+//! `feelings export --layout hf`: a model folder in the layout Hugging Face's ONNX tools read
+//! (transformers.js, Optimum, ONNX Runtime): `config.json` with the labels, `tokenizer.json`,
+//! `tokenizer_config.json`, `onnx/model.onnx` (f32 weights) and `onnx/model_quantized.onnx`
+//! (int8-dynamic: the form transformers.js loads as `dtype: 'q8'`), each model checked against
+//! candle like a bundle.
+//!
+//! What our inference core does around the tokenizer is carried into the files where their
+//! format can say it: the HTML line breaks [`clean_review`](feelings_core::clean_review)
+//! removes become a `Replace` normaliser in front of the tokenizer's own, and the sequence
+//! length becomes `model_max_length`. Head+tail truncation cannot be said there: those tools
+//! keep the beginning of a review longer than that.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use feelings_core::manifest::{Manifest, TOKENIZER_FILE};
+use feelings_core::LINE_BREAK_PATTERN;
+use tokenizers::models::ModelWrapper;
+use tokenizers::normalizers::replace::ReplacePattern;
+use tokenizers::normalizers::{NormalizerWrapper, Replace, Sequence};
+use tokenizers::Tokenizer;
+
+use super::onnx::Precision;
+use super::{checked_bundle, open_source, ExportOptions, Exported};
+use crate::error::{Error, Result};
+use crate::model::checkpoint_config;
+
+/// The model's configuration, with `architectures`, `id2label` and `label2id`.
+pub const CONFIG_FILE: &str = "config.json";
+/// The tokenizer's settings: its class, special tokens and `model_max_length`.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// The model with f32 weights.
+pub const F32_MODEL_FILE: &str = "onnx/model.onnx";
+/// The model with int8 weights multiplied in integers.
+pub const QUANTIZED_MODEL_FILE: &str = "onnx/model_quantized.onnx";
+
+/// What an export in Hugging Face layout wrote.
+#[derive(Debug, Clone)]
+pub struct ExportedHf {
+    /// The f32 model, as a bundle of ours would hold it (with the source's own tokenizer).
+    pub f32: Exported,
+    /// The int8-dynamic model, the same way.
+    pub quantized: Exported,
+    /// The files written, relative to the folder, with their sizes in bytes.
+    pub files: Vec<(&'static str, usize)>,
+}
+
+/// Exports the checkpoint or bundle `source` (as [`super::export_bundle`] reads it; the
+/// precision of `options` is ignored: both are written) into `out` in Hugging Face layout,
+/// refusing a folder that holds a `config.json` already unless `overwrite`.
+pub fn export_hf_layout(
+    source: &Path,
+    out: &Path,
+    overwrite: bool,
+    options: &ExportOptions,
+) -> Result<ExportedHf> {
+    if out.join(CONFIG_FILE).exists() && !overwrite {
+        return Err(Error::run(
+            out,
+            "holds a model folder already (config.json): pass --overwrite to replace it",
+        ));
+    }
+    let source = open_source(source, out, options)?;
+    let f32 = checked_bundle(
+        &source,
+        Manifest {
+            weights: Precision::F32,
+            ..source.manifest.clone()
+        },
+    )?;
+    // The run's test figures are those of its f32 weights.
+    let quantized = checked_bundle(
+        &source,
+        Manifest {
+            weights: Precision::Int8Dynamic,
+            test_metrics: None,
+            ..source.manifest.clone()
+        },
+    )?;
+    let config = checkpoint_config(
+        &source.config,
+        &source.manifest.labels,
+        source.model.has_pooler(),
+    )
+    .map_err(|e| Error::model(source.path.join(CONFIG_FILE), e))?;
+    let tokenizer = hf_tokenizer(&source.tokenizer)?;
+    let tokenizer_json = tokenizer
+        .to_string(false)
+        .map_err(|e| Error::model(TOKENIZER_FILE, e.to_string()))?;
+    let tokenizer_config = tokenizer_config(&tokenizer, source.manifest.max_seq_len);
+    let files: [(&'static str, &[u8]); 5] = [
+        (CONFIG_FILE, &config),
+        (TOKENIZER_FILE, tokenizer_json.as_bytes()),
+        (TOKENIZER_CONFIG_FILE, tokenizer_config.as_bytes()),
+        (F32_MODEL_FILE, &f32.bundle.model),
+        (QUANTIZED_MODEL_FILE, &quantized.bundle.model),
+    ];
+    write_files(out, &files)?;
+    Ok(ExportedHf {
+        files: files
+            .iter()
+            .map(|(name, bytes)| (*name, bytes.len()))
+            .collect(),
+        f32,
+        quantized,
+    })
+}
+
+/// Writes each file into `out` (folders created) under a temporary name first, so a kill
+/// leaves no torn file under the final name.
+fn write_files(out: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    for (name, bytes) in files {
+        let path = out.join(name);
+        let folder = path.parent().unwrap_or(out);
+        std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// The tokenizer of `tokenizer_json` as Hugging Face's tools should run it: no truncation or
+/// padding fixed in the file (the callers pad and truncate), and the HTML line breaks replaced
+/// by a space before the tokenizer's own normaliser, as our encoder cleans them.
+pub fn hf_tokenizer(tokenizer_json: &[u8]) -> Result<Tokenizer> {
+    let bad = |e: tokenizers::Error| Error::model(TOKENIZER_FILE, e.to_string());
+    let mut tokenizer = Tokenizer::from_bytes(tokenizer_json).map_err(bad)?;
+    tokenizer.with_truncation(None).map_err(bad)?;
+    tokenizer.with_padding(None);
+    let line_breaks = Replace::new(ReplacePattern::Regex(LINE_BREAK_PATTERN.into()), " ")
+        .map_err(bad)?
+        .into();
+    let normalizer = match tokenizer.get_normalizer().cloned() {
+        Some(own) => NormalizerWrapper::Sequence(Sequence::new(vec![line_breaks, own])),
+        None => line_breaks,
+    };
+    tokenizer.with_normalizer(Some(normalizer)).map_err(bad)?;
+    Ok(tokenizer)
+}
+
+/// `tokenizer_config.json` for `tokenizer`: the class transformers.js and transformers pick
+/// for its model (BERT's for WordPiece, XLM-R's for Unigram), the special tokens it has under
+/// their conventional names (added as special, or in the vocabulary), and `model_max_length`.
+pub fn tokenizer_config(tokenizer: &Tokenizer, model_max_length: usize) -> String {
+    let class = match tokenizer.get_model() {
+        ModelWrapper::WordPiece(_) => "BertTokenizer",
+        ModelWrapper::Unigram(_) => "XLMRobertaTokenizer",
+        _ => "PreTrainedTokenizerFast",
+    };
+    let mut config = serde_json::json!({
+        "tokenizer_class": class,
+        "model_max_length": model_max_length,
+    });
+    let special: HashSet<String> = tokenizer
+        .get_added_tokens_decoder()
+        .into_values()
+        .filter(|t| t.special)
+        .map(|t| t.content)
+        .collect();
+    for (key, names) in [
+        ("cls_token", ["[CLS]", "<s>"]),
+        ("sep_token", ["[SEP]", "</s>"]),
+        ("pad_token", ["[PAD]", "<pad>"]),
+        ("unk_token", ["[UNK]", "<unk>"]),
+        ("mask_token", ["[MASK]", "<mask>"]),
+    ] {
+        let known = |name: &str| special.contains(name) || tokenizer.token_to_id(name).is_some();
+        if let Some(name) = names.into_iter().find(|n| known(n)) {
+            config[key] = name.into();
+        }
+    }
+    serde_json::to_string_pretty(&config).expect("a JSON value serialises")
+}
