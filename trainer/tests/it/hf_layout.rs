@@ -245,7 +245,10 @@ fn the_shipped_model_in_hf_layout_gives_our_probabilities_in_transformers_js_and
     let core = TractClassifier::new(&f32.bundle).unwrap();
     let mut reviews = short_test_reviews(core.encoder(), 40);
     let with_breaks = reviews.iter().filter(|r| r.contains("<br />")).count();
-    eprintln!("{} test reviews, {with_breaks} with <br /> tags", reviews.len());
+    eprintln!(
+        "{} test reviews, {with_breaks} with <br /> tags",
+        reviews.len()
+    );
     assert!(with_breaks >= 5, "{with_breaks}");
     reviews.extend(CHECK_REVIEWS.iter().map(|r| r.to_string()));
     let texts: Vec<&str> = reviews.iter().map(String::as_str).collect();
