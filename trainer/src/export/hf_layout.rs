@@ -1,5 +1,5 @@
-//! `feelings export --layout hf`: a model folder in the layout Hugging Face's ONNX tools read
-//! (transformers.js, Optimum, ONNX Runtime): `config.json` with the labels, `tokenizer.json`,
+//! `feelings export --layout hf`: a model folder in the layout of Hugging Face's ONNX model
+//! repositories, as transformers.js reads them (ONNX Runtime runs its files as they are): `config.json` with the labels, `tokenizer.json`,
 //! `tokenizer_config.json`, `onnx/model.onnx` (f32 weights) and `onnx/model_quantized.onnx`
 //! (int8-dynamic: the form transformers.js loads as `dtype: 'q8'`), each model checked against
 //! candle like a bundle.
@@ -10,12 +10,10 @@
 //! length becomes `model_max_length`. Head+tail truncation cannot be said there: those tools
 //! keep the beginning of a review longer than that.
 
-use std::collections::HashSet;
 use std::path::Path;
 
-use feelings_core::manifest::{Manifest, TOKENIZER_FILE};
+use feelings_core::manifest::{Manifest, MANIFEST_FILE, TOKENIZER_FILE};
 use feelings_core::LINE_BREAK_PATTERN;
-use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::replace::ReplacePattern;
 use tokenizers::normalizers::{NormalizerWrapper, Replace, Sequence};
 use tokenizers::Tokenizer;
@@ -46,14 +44,21 @@ pub struct ExportedHf {
 }
 
 /// Exports the checkpoint or bundle `source` (as [`super::export_bundle`] reads it; the
-/// precision of `options` is ignored: both are written) into `out` in Hugging Face layout,
-/// refusing a folder that holds a `config.json` already unless `overwrite`.
+/// precision and threshold of `options` are ignored: both precisions are written, and those
+/// tools decide by the larger probability) into `out` in Hugging Face layout, refusing a folder
+/// that holds a `config.json` already unless `overwrite`, and one that holds a bundle.
 pub fn export_hf_layout(
     source: &Path,
     out: &Path,
     overwrite: bool,
     options: &ExportOptions,
 ) -> Result<ExportedHf> {
+    if out.join(MANIFEST_FILE).exists() {
+        return Err(Error::run(
+            out,
+            "holds a feelings bundle, whose tokenizer.json this layout would replace: choose another folder",
+        ));
+    }
     if out.join(CONFIG_FILE).exists() && !overwrite {
         return Err(Error::run(
             out,
@@ -68,12 +73,10 @@ pub fn export_hf_layout(
             ..source.manifest.clone()
         },
     )?;
-    // The run's test figures are those of its f32 weights.
     let quantized = checked_bundle(
         &source,
         Manifest {
             weights: Precision::Int8Dynamic,
-            test_metrics: None,
             ..source.manifest.clone()
         },
     )?;
@@ -82,18 +85,20 @@ pub fn export_hf_layout(
         &source.manifest.labels,
         source.model.has_pooler(),
     )
-    .map_err(|e| Error::model(source.path.join(CONFIG_FILE), e))?;
-    let tokenizer = hf_tokenizer(&source.tokenizer)?;
+    .map_err(|e| Error::model(&source.path, format!("its {CONFIG_FILE}: {e}")))?;
+    let tokenizer_path = source.path.join(TOKENIZER_FILE);
+    let tokenizer = hf_tokenizer(&source.tokenizer, &tokenizer_path)?;
     let tokenizer_json = tokenizer
         .to_string(false)
-        .map_err(|e| Error::model(TOKENIZER_FILE, e.to_string()))?;
+        .map_err(|e| Error::model(&tokenizer_path, e.to_string()))?;
     let tokenizer_config = tokenizer_config(&tokenizer, source.manifest.max_seq_len);
+    // config.json last: a folder that has it is complete.
     let files: [(&'static str, &[u8]); 5] = [
-        (CONFIG_FILE, &config),
         (TOKENIZER_FILE, tokenizer_json.as_bytes()),
         (TOKENIZER_CONFIG_FILE, tokenizer_config.as_bytes()),
         (F32_MODEL_FILE, &f32.bundle.model),
         (QUANTIZED_MODEL_FILE, &quantized.bundle.model),
+        (CONFIG_FILE, &config),
     ];
     write_files(out, &files)?;
     Ok(ExportedHf {
@@ -106,58 +111,56 @@ pub fn export_hf_layout(
     })
 }
 
-/// Writes each file into `out` (folders created) under a temporary name first, so a kill
-/// leaves no torn file under the final name.
+/// Writes each file into `out` (folders created) in order, under a temporary name first (removed
+/// if the write fails), so a kill leaves no torn file under the final name.
 fn write_files(out: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     for (name, bytes) in files {
         let path = out.join(name);
         let folder = path.parent().unwrap_or(out);
         std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&path, e));
+        }
     }
     Ok(())
 }
 
-/// The tokenizer of `tokenizer_json` as Hugging Face's tools should run it: no truncation or
-/// padding fixed in the file (the callers pad and truncate), and the HTML line breaks replaced
-/// by a space before the tokenizer's own normaliser, as our encoder cleans them.
-pub fn hf_tokenizer(tokenizer_json: &[u8]) -> Result<Tokenizer> {
-    let bad = |e: tokenizers::Error| Error::model(TOKENIZER_FILE, e.to_string());
+/// The tokenizer of `tokenizer_json` (read from `path`, named in errors) as Hugging Face's tools
+/// should run it: no truncation or padding fixed in the file (the callers pad and truncate),
+/// and the HTML line breaks replaced by a space before the tokenizer's own normaliser, as our
+/// encoder cleans them.
+pub fn hf_tokenizer(tokenizer_json: &[u8], path: &Path) -> Result<Tokenizer> {
+    let bad = |e: tokenizers::Error| Error::model(path, e.to_string());
     let mut tokenizer = Tokenizer::from_bytes(tokenizer_json).map_err(bad)?;
     tokenizer.with_truncation(None).map_err(bad)?;
     tokenizer.with_padding(None);
-    let line_breaks = Replace::new(ReplacePattern::Regex(LINE_BREAK_PATTERN.into()), " ")
-        .map_err(bad)?
-        .into();
     let normalizer = match tokenizer.get_normalizer().cloned() {
-        Some(own) => NormalizerWrapper::Sequence(Sequence::new(vec![line_breaks, own])),
-        None => line_breaks,
+        Some(own) => NormalizerWrapper::Sequence(Sequence::new(vec![line_breaks().into(), own])),
+        None => line_breaks().into(),
     };
     tokenizer.with_normalizer(Some(normalizer)).map_err(bad)?;
     Ok(tokenizer)
 }
 
-/// `tokenizer_config.json` for `tokenizer`: the class transformers.js and transformers pick
-/// for its model (BERT's for WordPiece, XLM-R's for Unigram), the special tokens it has under
-/// their conventional names (added as special, or in the vocabulary), and `model_max_length`.
+/// A normaliser that replaces what [`feelings_core::clean_review`] replaces.
+fn line_breaks() -> Replace {
+    Replace::new(ReplacePattern::Regex(LINE_BREAK_PATTERN.into()), " ")
+        .expect("the line-break pattern is a valid regular expression")
+}
+
+/// `tokenizer_config.json` for `tokenizer`: the class that makes transformers.js and
+/// transformers (5.x) run `tokenizer.json` as it is (`PreTrainedTokenizerFast`; with
+/// `BertTokenizer` transformers 5 rebuilds BERT's own normaliser and loses the line-break
+/// cleaning), the special tokens it has under their conventional names, and
+/// `model_max_length`.
 pub fn tokenizer_config(tokenizer: &Tokenizer, model_max_length: usize) -> String {
-    let class = match tokenizer.get_model() {
-        ModelWrapper::WordPiece(_) => "BertTokenizer",
-        ModelWrapper::Unigram(_) => "XLMRobertaTokenizer",
-        _ => "PreTrainedTokenizerFast",
-    };
     let mut config = serde_json::json!({
-        "tokenizer_class": class,
+        "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": model_max_length,
     });
-    let special: HashSet<String> = tokenizer
-        .get_added_tokens_decoder()
-        .into_values()
-        .filter(|t| t.special)
-        .map(|t| t.content)
-        .collect();
     for (key, names) in [
         ("cls_token", ["[CLS]", "<s>"]),
         ("sep_token", ["[SEP]", "</s>"]),
@@ -165,10 +168,34 @@ pub fn tokenizer_config(tokenizer: &Tokenizer, model_max_length: usize) -> Strin
         ("unk_token", ["[UNK]", "<unk>"]),
         ("mask_token", ["[MASK]", "<mask>"]),
     ] {
-        let known = |name: &str| special.contains(name) || tokenizer.token_to_id(name).is_some();
-        if let Some(name) = names.into_iter().find(|n| known(n)) {
+        if let Some(name) = names
+            .into_iter()
+            .find(|n| tokenizer.token_to_id(n).is_some())
+        {
             config[key] = name.into();
         }
     }
     serde_json::to_string_pretty(&config).expect("a JSON value serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use feelings_core::clean_review;
+    use tokenizers::{NormalizedString, Normalizer};
+
+    use super::line_breaks;
+
+    #[test]
+    fn the_normaliser_replaces_what_the_encoder_cleans() {
+        for text in [
+            "a<br />b<BR/>c<br>d<bR />e",
+            "<br  />x<br<br>y<br /",
+            "<bro> <b>x</b> <br/ > <br /><br />",
+            "é<br />ü",
+        ] {
+            let mut normalized = NormalizedString::from(text);
+            line_breaks().normalize(&mut normalized).unwrap();
+            assert_eq!(normalized.get(), clean_review(text), "{text}");
+        }
+    }
 }

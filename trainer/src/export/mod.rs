@@ -156,6 +156,12 @@ pub fn export_bundle(
             "holds a model bundle already: pass --overwrite to replace it",
         ));
     }
+    if out.join(hf_layout::CONFIG_FILE).exists() && !overwrite {
+        return Err(Error::run(
+            out,
+            "holds a model folder (config.json), whose tokenizer.json a bundle would replace: pass --overwrite to write into it anyway",
+        ));
+    }
     let source = open_source(source, out, options)?;
     let exported = checked_bundle(&source, source.manifest.clone())?;
     exported

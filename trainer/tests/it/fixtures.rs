@@ -108,14 +108,10 @@ fn peers_python() -> PathBuf {
     )
 }
 
-/// Logits of Hugging Face transformers' `AutoModelForSequenceClassification` loaded from the
-/// checkpoint folder `checkpoint`, for token sequences padded with `pad`; None when the peer
-/// venv with torch and transformers is missing (see [`missing_tool`]).
-pub fn transformers_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Option<Vec<Vec<f32>>> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+/// The peer venv's python, if it has torch and transformers (see [`missing_tool`]).
+fn transformers_python() -> Option<PathBuf> {
     let python = peers_python();
-    let installed = Command::new(&python)
+    let installed = std::process::Command::new(&python)
         .args(["-c", "import torch, transformers"])
         .output()
         .is_ok_and(|probe| probe.status.success());
@@ -126,7 +122,47 @@ pub fn transformers_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Opt
         );
         return None;
     }
-    let (padded, mask) = padded_with_mask(ids, pad);
+    Some(python)
+}
+
+/// Runs the Python `script` with `folder` as its argument and `input` as JSON on its standard
+/// input, offline, and reads its standard output as JSON.
+fn run_transformers(
+    python: &Path,
+    script: &str,
+    folder: &Path,
+    input: &impl serde::Serialize,
+) -> serde_json::Value {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(folder)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(input).unwrap();
+    // A script that fails early closes its input: its error says why, below.
+    let _ = child.stdin.take().unwrap().write_all(&input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "transformers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Logits of Hugging Face transformers' `AutoModelForSequenceClassification` loaded from the
+/// checkpoint folder `checkpoint`, for token sequences padded with `pad`; None when the peer
+/// venv with torch and transformers is missing (see [`missing_tool`]).
+pub fn transformers_logits(checkpoint: &Path, ids: &[Vec<u32>], pad: u32) -> Option<Vec<Vec<f32>>> {
+    let python = transformers_python()?;
     let script = r#"
 import json, sys, torch
 from transformers import AutoModelForSequenceClassification
@@ -141,33 +177,26 @@ with torch.no_grad():
         out += r.logits.tolist()
 print(json.dumps({"logits": out, "id2label": m.config.id2label}))
 "#;
-    let mut child = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(checkpoint)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = serde_json::to_vec(&(padded, mask)).unwrap();
-    // A script that fails early closes its input: its error says why, below.
-    let _ = child.stdin.take().unwrap().write_all(&input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "transformers failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = run_transformers(&python, script, checkpoint, &padded_with_mask(ids, pad));
     assert_eq!(
         answer["id2label"],
         serde_json::json!({"0": "negative", "1": "positive"}),
         "transformers reads the classes' names"
     );
     Some(serde_json::from_value(answer["logits"].clone()).unwrap())
+}
+
+/// The token ids transformers' `AutoTokenizer`, loaded from `folder`, gives `texts` (special
+/// tokens added, not truncated); None when the peer venv is missing (see [`missing_tool`]).
+pub fn transformers_token_ids(folder: &Path, texts: &[&str]) -> Option<Vec<Vec<u32>>> {
+    let python = transformers_python()?;
+    let script = r#"
+import json, sys
+from transformers import AutoTokenizer
+t = AutoTokenizer.from_pretrained(sys.argv[1])
+print(json.dumps(t(json.load(sys.stdin))["input_ids"]))
+"#;
+    Some(serde_json::from_value(run_transformers(&python, script, folder, &texts)).unwrap())
 }
 
 /// The real MiniLM-L6 shipped beside the project.

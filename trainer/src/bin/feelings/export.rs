@@ -22,7 +22,7 @@ pub struct ExportArgs {
     /// What to write: `bundle` (feelings.json, model.onnx, tokenizer.json: what the gateway, the
     /// page and `feelings predict` read) or `hf` (config.json with the labels, tokenizer.json,
     /// tokenizer_config.json, onnx/model.onnx in f32 and onnx/model_quantized.onnx in
-    /// int8-dynamic: what transformers.js, Optimum and ONNX Runtime read; long reviews are cut
+    /// int8-dynamic: what transformers.js and ONNX Runtime read; long reviews are cut
     /// at the end there, whatever the truncation trained).
     #[arg(long, value_enum, default_value = "bundle")]
     layout: LayoutArg,
@@ -35,10 +35,12 @@ pub struct ExportArgs {
     /// [default: f32] With --layout hf, which writes both f32 and int8-dynamic, it is refused.
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
-    /// Probability of positive, from 0 to 1, from which a review is called positive.
-    #[arg(long, default_value_t = 0.5, value_parser = values::probability)]
-    threshold: f64,
-    /// The model's name in the manifest [default: the output folder's name].
+    /// Probability of positive, from 0 to 1, from which a review is called positive [default:
+    /// 0.5]. Not with --layout hf: those tools call a review by the larger probability.
+    #[arg(long, value_parser = values::probability)]
+    threshold: Option<f64>,
+    /// The model's name in the manifest [default: the output folder's name]; not with --layout
+    /// hf, where the folder's name is the model's.
     #[arg(long)]
     name: Option<String>,
     /// Tokens the deployed model reads, at most the model's max_position_embeddings [default:
@@ -66,8 +68,17 @@ enum QuantizeArg {
 impl ExportArgs {
     /// Refuses options that contradict each other, for the command-line parser to report.
     pub fn refuse_conflicts(&self) -> std::result::Result<(), &'static str> {
-        if self.layout == LayoutArg::Hf && self.quantize.is_some() {
+        if self.layout != LayoutArg::Hf {
+            return Ok(());
+        }
+        if self.quantize.is_some() {
             return Err("--quantize chooses a bundle's weights: --layout hf writes both f32 (onnx/model.onnx) and int8-dynamic (onnx/model_quantized.onnx)");
+        }
+        if self.threshold.is_some() {
+            return Err("--threshold is a bundle's: with --layout hf, transformers.js and ONNX Runtime's users call a review by the larger probability");
+        }
+        if self.name.is_some() {
+            return Err("--name is a bundle's: with --layout hf the folder's name is the model's");
         }
         Ok(())
     }
@@ -81,7 +92,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             QuantizeArg::Int8 => Precision::Int8,
             QuantizeArg::Int8Dynamic => Precision::Int8Dynamic,
         },
-        threshold: args.threshold as f32,
+        threshold: args.threshold.unwrap_or(0.5) as f32,
         name: args.name,
         seq_len: args.seq_len,
     };
