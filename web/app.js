@@ -15,13 +15,16 @@ let worker;
 let nextId = 1;
 const pending = new Map();
 
-function classify(texts) {
+// Sends `message` to the worker and resolves with its answer.
+function ask(message) {
   return new Promise((resolve, reject) => {
     const id = nextId++;
     pending.set(id, { resolve, reject });
-    worker.postMessage({ type: 'classify', id, texts });
+    worker.postMessage({ ...message, id });
   });
 }
+
+const classify = (texts) => ask({ type: 'classify', texts });
 
 function describe(p) {
   const percent = (100 * p.score).toFixed(1);
@@ -41,6 +44,52 @@ async function classifyOne() {
     showError(err.message);
   } finally {
     $('classify').disabled = false;
+  }
+}
+
+// Shows `text` with each explained unit highlighted: green pushed toward positive, red toward
+// negative, stronger for a larger weight; the weight is on each span (`data-weight`).
+function showExplanation(text, explanation) {
+  const box = $('explanation');
+  const largest = Math.max(1e-6, ...explanation.units.map((u) => Math.abs(u.weight)));
+  const parts = [];
+  let at = 0;
+  for (const unit of explanation.units) {
+    const start = text.indexOf(unit.text, at);
+    if (start < 0) continue;
+    parts.push(document.createTextNode(text.slice(at, start)));
+    const span = document.createElement('span');
+    span.textContent = unit.text;
+    span.dataset.weight = String(unit.weight);
+    const strength = (0.1 + 0.5 * Math.abs(unit.weight) / largest).toFixed(2);
+    const rgb = unit.weight >= 0 ? '43, 138, 62' : '201, 42, 42';
+    span.style.background = `rgba(${rgb}, ${strength})`;
+    span.title = `${unit.weight >= 0 ? '+' : ''}${unit.weight.toFixed(4)}`;
+    parts.push(span);
+    at = start + unit.text.length;
+  }
+  parts.push(document.createTextNode(text.slice(at)));
+  box.replaceChildren(...parts);
+  box.dataset.score = String(explanation.score);
+  box.dataset.granularity = explanation.granularity;
+  const unit = { word: 'word', sentence: 'sentence', passage: 'run of sentences' }[explanation.granularity];
+  $('explanation-caption').firstChild.textContent = `Each ${unit} left out in turn: `;
+  $('explanation-view').hidden = false;
+}
+
+async function explainOne() {
+  const text = $('review').value;
+  const box = $('explanation');
+  $('explain').disabled = true;
+  box.setAttribute('aria-busy', 'true');
+  try {
+    showExplanation(text, await ask({ type: 'explain', text }));
+    errorBox.hidden = true;
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    box.removeAttribute('aria-busy');
+    $('explain').disabled = false;
   }
 }
 
@@ -92,9 +141,10 @@ function start() {
       const accuracy = m.test_metrics ? `, test accuracy ${(100 * m.test_metrics.accuracy).toFixed(1)} %` : '';
       $('model-info').textContent = `Model ${m.name}: ${m.max_seq_len} tokens, threshold ${m.threshold}${accuracy}.`;
       $('classify').disabled = false;
+      $('explain').disabled = false;
       $('classify-batch').disabled = false;
     } else if (data.type === 'result') {
-      pending.get(data.id)?.resolve(data.predictions);
+      pending.get(data.id)?.resolve(data.value);
       pending.delete(data.id);
     } else if (data.type === 'error') {
       const waiting = pending.get(data.id);
@@ -105,6 +155,7 @@ function start() {
   };
   worker.postMessage({ type: 'load', base: new URL('model/', document.baseURI).href });
   $('classify').addEventListener('click', classifyOne);
+  $('explain').addEventListener('click', explainOne);
   $('classify-batch').addEventListener('click', classifyMany);
 }
 

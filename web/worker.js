@@ -1,5 +1,6 @@
 // Runs the classifier off the page's thread: downloads the model bundle once (Cache Storage
-// keeps it for offline use), builds the WebAssembly classifier, answers classify requests.
+// keeps it for offline use), builds the WebAssembly classifier, answers classify and explain
+// requests.
 import init, { Classifier } from './pkg/feelings_core.js';
 
 const CACHE = 'feelings-model';
@@ -78,8 +79,12 @@ self.onmessage = async ({ data }) => {
       await load(data.base);
     } else if (data.type === 'classify') {
       const started = performance.now();
-      const predictions = classifier.classifyBatch(data.texts);
-      postMessage({ type: 'result', id: data.id, predictions, ms: performance.now() - started });
+      const value = classifier.classifyBatch(data.texts);
+      postMessage({ type: 'result', id: data.id, value, ms: performance.now() - started });
+    } else if (data.type === 'explain') {
+      const started = performance.now();
+      const value = classifier.explain(data.text);
+      postMessage({ type: 'result', id: data.id, value, ms: performance.now() - started });
     }
   } catch (err) {
     postMessage({ type: 'error', id: data.id, message: String(err?.message ?? err) });

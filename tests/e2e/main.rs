@@ -2,6 +2,7 @@
 
 mod cache;
 mod deployments;
+mod explain;
 mod gateway;
 mod hardening;
 mod hf;

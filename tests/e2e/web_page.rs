@@ -32,7 +32,10 @@ fn the_page_in_chromium_classifies_as_the_native_core_does() {
         .iter()
         .map(|t| {
             let p = core.classify(t).unwrap();
-            serde_json::json!({"text": t, "label": p.label, "score": p.score})
+            let explanation = core
+                .explain(t, feelings_core::explain::DEFAULT_MAX_UNITS)
+                .unwrap();
+            serde_json::json!({"text": t, "label": p.label, "score": p.score, "explanation": explanation})
         })
         .collect();
     assert_eq!(

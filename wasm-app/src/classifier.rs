@@ -6,6 +6,7 @@ use tract_onnx::prelude::*;
 
 use crate::bundle::{Bundle, BundleError};
 use crate::encode::{EncodeError, ReviewEncoder};
+use crate::explain::{Explanation, OcclusionPlan};
 use crate::manifest::{Manifest, Prediction, MODEL_FILE, TOKENIZER_FILE};
 
 /// Why a review could not be classified, or a classifier not built.
@@ -150,6 +151,26 @@ impl TractClassifier {
                 truncated: e.truncated(),
             })
             .collect())
+    }
+
+    /// Why `text` gets its score: each of at most `max_units` units left out in turn (see
+    /// [`crate::explain`]), the review and its variants classified as [`Self::classify_batch`]
+    /// would.
+    pub fn explain(&self, text: &str, max_units: usize) -> Result<Explanation, ClassifyError> {
+        let plan = OcclusionPlan::new(text, max_units);
+        let variants = plan.variants(text);
+        let mut texts: Vec<&str> = vec![text];
+        texts.extend(variants.iter().map(String::as_str));
+        let ids: Vec<Vec<u32>> = self
+            .encoder
+            .encode_batch(&texts)?
+            .into_iter()
+            .map(|e| e.ids)
+            .collect();
+        let scores = self.positive_probabilities(&ids)?;
+        Ok(plan
+            .explain(text, scores[0], &scores[1..])
+            .expect("one score per variant"))
     }
 
     /// The probability of the positive class for each token sequence, in order (see

@@ -89,25 +89,33 @@ pub fn clean_review(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = find_ascii_case_insensitive(rest, "<br") {
-        let after = &rest[start + 3..];
-        let tag_len = ["/>", " />", ">"]
-            .iter()
-            .find(|end| after.starts_with(**end))
-            .map(|end| end.len());
         out.push_str(&rest[..start]);
-        match tag_len {
+        match line_break_at(&rest[start..]) {
             Some(len) => {
                 out.push(' ');
-                rest = &after[len..];
+                rest = &rest[start + len..];
             }
             None => {
                 out.push_str(&rest[start..start + 3]);
-                rest = after;
+                rest = &rest[start + 3..];
             }
         }
     }
     out.push_str(rest);
     out
+}
+
+/// The length in bytes of the HTML line break (see [`clean_review`]) `text` starts with, if it
+/// starts with one.
+pub(crate) fn line_break_at(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 4 || !bytes[..3].eq_ignore_ascii_case(b"<br") {
+        return None;
+    }
+    ["/>", " />", ">"]
+        .iter()
+        .find(|end| text[3..].starts_with(**end))
+        .map(|end| 3 + end.len())
 }
 
 fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {

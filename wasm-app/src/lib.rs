@@ -13,6 +13,7 @@ mod classifier;
 pub mod contract;
 pub mod deployment;
 mod encode;
+pub mod explain;
 mod labels;
 pub mod manifest;
 mod ops;

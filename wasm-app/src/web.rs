@@ -6,6 +6,7 @@
 //! const c = Classifier.fromBundle(manifestBytes, modelBytes, tokenizerBytes);
 //! c.classify("Loved it!");            // { label, score, threshold, truncated }
 //! c.classifyBatch(["Great", "Awful"]); // [ {...}, {...} ]
+//! c.explain("Loved it, but too long."); // { score, granularity, units: [{ text, weight, ... }] }
 //! ```
 //! Errors become JavaScript `Error`s; a panic is reported on the console (and as an error)
 //! instead of killing the page silently.
@@ -59,6 +60,15 @@ impl WebClassifier {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let predictions = self.inner.classify_batch(&refs).map_err(js_error)?;
         serde_wasm_bindgen::to_value(&predictions).map_err(js_error)
+    }
+
+    /// Why a review gets its score: `{ score, granularity, units: [{ text, start, end, weight
+    /// }] }`, each unit left out in turn (at most `max_units`, 48 if not given; see the crate's
+    /// `explain` module). `start` and `end` are UTF-8 byte offsets in `text`.
+    pub fn explain(&self, text: &str, max_units: Option<usize>) -> Result<JsValue, JsError> {
+        let max_units = max_units.unwrap_or(crate::explain::DEFAULT_MAX_UNITS);
+        let explanation = self.inner.explain(text, max_units).map_err(js_error)?;
+        serde_wasm_bindgen::to_value(&explanation).map_err(js_error)
     }
 
     /// The bundle's manifest as a plain object.

@@ -88,3 +88,18 @@ export async function classifyOne(page, text) {
   const score = Number(await page.getAttribute('#result', 'data-score'));
   return { label, score, ms };
 }
+
+/** Types `text` into the review box, presses "Why?" and returns the highlighted units (text and
+ * weight) and the explanation's score. */
+export async function explainOne(page, text) {
+  await page.evaluate(() => delete document.getElementById('explanation').dataset.score);
+  await page.fill('#review', text);
+  const started = Date.now();
+  await page.click('#explain');
+  await page.waitForSelector('#explanation[data-score]:not([aria-busy])', { timeout: 120_000 });
+  const ms = Date.now() - started;
+  const units = await page.$$eval('#explanation span[data-weight]',
+    (spans) => spans.map((s) => ({ text: s.textContent, weight: Number(s.dataset.weight) })));
+  const score = Number(await page.getAttribute('#explanation', 'data-score'));
+  return { units, score, ms };
+}

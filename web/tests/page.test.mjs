@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { classifyBatch, classifyOne, launch, need, openReady, serve } from './harness.mjs';
+import { classifyBatch, classifyOne, explainOne, launch, need, openReady, serve } from './harness.mjs';
 
 test('the page classifies reviews in the browser as the native core does', async () => {
   const bundle = need('FEELINGS_BUNDLE');
@@ -23,6 +23,13 @@ test('the page classifies reviews in the browser as the native core does', async
       assert.ok(Math.abs(got.score - want.score) <= 1e-4,
         `score ${got.score} vs native ${want.score} for ${JSON.stringify(want.text.slice(0, 40))}`);
       console.log(`# ${got.label} ${got.score.toFixed(6)} in ${got.ms} ms`);
+      // "Why?": the native core's units and weights, each word a span with its weight.
+      const why = await explainOne(page, want.text);
+      assert.deepEqual(why.units.map((u) => u.text), want.explanation.units.map((u) => u.text));
+      why.units.forEach((u, i) => assert.ok(Math.abs(u.weight - want.explanation.units[i].weight) <= 1e-4,
+        `weight of ${JSON.stringify(u.text)}: ${u.weight} vs native ${want.explanation.units[i].weight}`));
+      assert.ok(Math.abs(why.score - want.score) <= 1e-4);
+      console.log(`# explained by ${why.units.length} words in ${why.ms} ms`);
     }
     const { rows } = await classifyBatch(page, expected.map((e) => e.text.replaceAll('\n', ' ')));
     assert.deepEqual(rows.map((r) => r.label), expected.map((e) => e.label));

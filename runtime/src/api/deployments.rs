@@ -31,6 +31,29 @@ pub(super) fn find(state: &AppState, name: &str, id: &str) -> Result<Arc<Deploym
     })
 }
 
+/// The default deployment, or a 404 naming the routes that name one.
+pub(super) fn default_deployment(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<Deployment>, ApiError> {
+    state.deployments.default_deployment().ok_or_else(|| {
+        let message = "there is no default deployment: use /v1/deployments/NAME/...";
+        ApiError::new(ErrorKind::NotFound, message, &request_id(headers))
+    })
+}
+
+/// The deployment `name`, if the request may use it (see [`super::classify::authorize`]).
+pub(super) fn named_deployment(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<Deployment>, ApiError> {
+    let id = request_id(headers);
+    let deployment = find(state, name, &id)?;
+    super::classify::authorize(state, &deployment, headers, &id)?;
+    Ok(deployment)
+}
+
 fn deploy_error(e: DeployError, id: &str) -> ApiError {
     let kind = match &e {
         DeployError::NotFound(_) => ErrorKind::NotFound,

@@ -26,7 +26,8 @@ use feelings_core::{Prediction, Token, Truncation};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::classify::{authorize, classify_texts, json_body};
+use super::classify::{classify_texts, json_body};
+use super::deployments::{default_deployment, named_deployment};
 use super::{request_id, AppState};
 use crate::deployments::Deployment;
 use crate::error::{ApiError, ErrorKind};
@@ -361,26 +362,6 @@ fn info_of(state: &AppState, deployment: &Deployment) -> Value {
     })
 }
 
-/// The default deployment, or the error TEI's clients read.
-fn default_deployment(state: &AppState, headers: &HeaderMap) -> Result<Arc<Deployment>, ApiError> {
-    state.deployments.default_deployment().ok_or_else(|| {
-        let message = "there is no default deployment: use /v1/deployments/NAME/...";
-        ApiError::new(ErrorKind::NotFound, message, &request_id(headers))
-    })
-}
-
-/// A named deployment the request may use.
-fn named_deployment(
-    state: &AppState,
-    name: &str,
-    headers: &HeaderMap,
-) -> Result<Arc<Deployment>, ApiError> {
-    let id = request_id(headers);
-    let deployment = super::deployments::find(state, name, &id)?;
-    authorize(state, &deployment, headers, &id)?;
-    Ok(deployment)
-}
-
 /// `POST /predict`: TEI's classification, with the default deployment.
 #[utoipa::path(post, path = "/predict", request_body(content = Object, description = "`inputs`: a review or a batch `[[\"a\"], [\"b\"]]`; `truncate`, `truncation_direction`, `raw_scores` (TEI)"),
     responses(
@@ -520,8 +501,6 @@ pub(crate) async fn tokenize_deployment(
     (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
     (status = 404, description = "No default deployment; TEI's error body", body = Object),
     (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
-    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
-    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
 ))]
 pub(crate) async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match default_deployment(&state, &headers) {
@@ -538,8 +517,6 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap)
     (status = 401, description = "API key missing or wrong; TEI's error body", body = Object),
     (status = 404, description = "No such deployment; TEI's error body", body = Object),
     (status = 409, description = "The deployment is disabled; TEI's error body", body = Object),
-    (status = 422, description = "Wrong shape or a limit exceeded; TEI's error body", body = Object),
-    (status = 503, description = "Overloaded: retry later; TEI's error body", body = Object),
 ))]
 pub(crate) async fn info_deployment(
     State(state): State<Arc<AppState>>,

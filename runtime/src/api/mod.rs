@@ -1,13 +1,14 @@
 //! The HTTP API: `fn app() -> Router` over a pool of sandboxes, the bundle and the web page.
 //!
 //! Routes by module: [`classify`] (`POST /v1/classify`), [`deployments`] (`/v1/deployments`),
-//! [`hf`] (text-embeddings-inference's `/predict`, `/info`, `/tokenize` and the Inference API's
+//! [`explain`] (`POST /v1/explain`: why a review got its score), [`hf`] (text-embeddings-inference's `/predict`, `/info`, `/tokenize` and the Inference API's
 //! `POST /`), [`site`] (the page's files and the bundle at `/model/`), [`access`] (the API
 //! key, CORS, and JSON for every error, whoever produced it); the small endpoints are here.
 
 mod access;
 mod classify;
 mod deployments;
+mod explain;
 mod hf;
 mod site;
 
@@ -93,6 +94,7 @@ pub struct AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/classify", post(classify::classify))
+        .route("/v1/explain", post(explain::explain))
         .route("/predict", post(hf::predict))
         .route("/tokenize", post(hf::tokenize))
         .route("/info", get(hf::info))
@@ -122,6 +124,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/deployments/{name}/classify",
             post(classify::classify_deployment),
+        )
+        .route(
+            "/v1/deployments/{name}/explain",
+            post(explain::explain_deployment),
         )
         .route(
             "/v1/deployments/{name}/predict",
@@ -179,6 +185,8 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     paths(
         classify::classify,
         classify::classify_deployment,
+        explain::explain,
+        explain::explain_deployment,
         hf::predict,
         hf::predict_deployment,
         hf::task,
@@ -205,6 +213,8 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         Classified,
         ErrorBody,
         ErrorDetail,
+        explain::ExplainRequest,
+        explain::Explained,
         DeploymentInfo,
         DeploymentList
     ))

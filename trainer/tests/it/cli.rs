@@ -188,19 +188,18 @@ fn numeric_flags_out_of_range_are_refused_when_parsed() {
         "--no-early-stopping",
     ]);
     assert_eq!(code, Some(2));
-    // A Hugging Face layout holds both precisions.
-    let (code, stderr) = refused(&[
-        "export",
-        "run",
-        "--out",
-        "hf",
-        "--layout",
-        "hf",
-        "--quantize",
-        "int8",
-    ]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--layout hf writes both"), "{stderr}");
+    // A Hugging Face layout holds both precisions, and no threshold or name of a bundle.
+    for (flag, value, says) in [
+        ("--quantize", "int8", "--layout hf writes both"),
+        ("--threshold", "0.7", "the larger probability"),
+        ("--name", "x", "the folder's name"),
+    ] {
+        let (code, stderr) = refused(&[
+            "export", "run", "--out", "hf", "--layout", "hf", flag, value,
+        ]);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
 }
 
 #[test]
@@ -400,6 +399,31 @@ fn export_then_predict_texts_and_a_file() {
         assert_eq!(p["label"], expected);
         assert_eq!(p["threshold"], 0.5);
     }
+
+    // --explain: each word's weight is the score without it subtracted from the score.
+    let explained = feelings()
+        .arg("predict")
+        .arg(&bundle)
+        .args(["--explain", "--json", "the movie was great"])
+        .output()
+        .unwrap();
+    assert_success(&explained);
+    let explanation: serde_json::Value = serde_json::from_slice(&explained.stdout).unwrap();
+    let units = explanation["units"].as_array().unwrap();
+    assert_eq!(units.len(), 4);
+    assert_eq!(explanation["score"], lines[0]["score"]);
+    let without_great = feelings()
+        .arg("predict")
+        .arg(&bundle)
+        .args(["--json", "the movie was"])
+        .output()
+        .unwrap();
+    let without: serde_json::Value = serde_json::from_slice(&without_great.stdout).unwrap();
+    let weight = lines[0]["score"].as_f64().unwrap() - without["score"].as_f64().unwrap();
+    assert_eq!(units[3]["text"], "great");
+    assert!((units[3]["weight"].as_f64().unwrap() - weight).abs() < 1e-6);
+    let (code, stderr) = refused(&["predict", "b", "--max-units", "4", "x"]);
+    assert_eq!(code, Some(2), "--max-units needs --explain: {stderr}");
 
     let predictions = dir.path().join("predictions.csv");
     let file = feelings()

@@ -8,6 +8,8 @@ use clap::Args;
 use feelings_core::{Bundle, TractClassifier};
 use feelings_trainer::predict::predict_csv;
 
+use crate::values;
+
 #[derive(Args)]
 pub struct PredictArgs {
     /// The model bundle folder (made by `feelings export`).
@@ -30,6 +32,14 @@ pub struct PredictArgs {
     /// One JSON object per review instead of text.
     #[arg(long)]
     json: bool,
+    /// Say why: each word (a sentence, or a run of sentences, for a longer review) left out in
+    /// turn, and how much the probability of positive falls without it (above 0: it pushed
+    /// toward positive). Costs one classification per unit.
+    #[arg(long, conflicts_with = "file")]
+    explain: bool,
+    /// With --explain, the most units (variants classified) per review, 1 to 1000.
+    #[arg(long, default_value_t = feelings_core::explain::DEFAULT_MAX_UNITS, requires = "explain", value_parser = values::count_in(1, 1000))]
+    max_units: usize,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -37,6 +47,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .with_context(|| format!("bundle {}", args.bundle.display()))?;
     let classifier = TractClassifier::new(&bundle)
         .with_context(|| format!("bundle {}", args.bundle.display()))?;
+    if args.explain {
+        return explain_texts(&classifier, &args);
+    }
     let Some(file) = &args.file else {
         let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
         for (text, p) in texts.iter().zip(classifier.classify_batch(&texts)?) {
@@ -85,6 +98,35 @@ pub fn run(args: PredictArgs) -> Result<()> {
             summary.correct,
             summary.labelled
         );
+    }
+    Ok(())
+}
+
+/// Prints why each of the texts in `args` gets its score: a JSON object each with --json, else
+/// the score and the units, most positive and most negative first.
+fn explain_texts(classifier: &TractClassifier, args: &PredictArgs) -> Result<()> {
+    for text in &args.texts {
+        let explanation = classifier.explain(text, args.max_units)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&explanation)?);
+            continue;
+        }
+        let manifest = classifier.manifest();
+        let label = manifest
+            .labels
+            .decide(explanation.score, manifest.threshold);
+        println!(
+            "{label}  p(positive) = {:.4}  explained by {} ({:?})  {}",
+            explanation.score,
+            explanation.units.len(),
+            explanation.granularity,
+            preview(text)
+        );
+        let mut units = explanation.units.clone();
+        units.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        for unit in &units {
+            println!("  {:+.4}  {}", unit.weight, preview(&unit.text));
+        }
     }
     Ok(())
 }

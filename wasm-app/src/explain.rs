@@ -1,0 +1,324 @@
+//! Why a review came out the way it did, by occlusion: each unit of the review (a word; for a
+//! longer review a sentence, or a run of sentences) is left out in turn, and its weight is how
+//! much the probability of positive falls without it (positive: it pushed toward positive).
+//! Faithful by construction (the model itself is asked), gradient-free, and it needs nothing but
+//! a classifier of texts: the plan ([`OcclusionPlan`]) is made here, every runtime classifies its
+//! variants with its own classifier (natively, in a wasmtime sandbox, in the browser) and the
+//! weights are computed here again, so every runtime gives the same numbers.
+//!
+//! The work is capped: at most `max_units` variants per review ([`DEFAULT_MAX_UNITS`]). A review
+//! with more words than that is explained by sentences; one with more sentences, by runs of
+//! consecutive sentences, as even as the count allows ([`Granularity`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::encode::line_break_at;
+
+/// Variants classified per explanation unless told otherwise: a 48-word review by words.
+pub const DEFAULT_MAX_UNITS: usize = 48;
+
+/// What one unit of an explanation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// A word: a run of characters between spaces or line breaks, its punctuation included.
+    Word,
+    /// A sentence: words up to one ending in `.`, `!`, `?` or `…`, or up to a line break.
+    Sentence,
+    /// A run of consecutive sentences.
+    Passage,
+}
+
+/// A unit's place in the review as given: byte offsets, `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// The first byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+/// The units of one review and the variants that leave each out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcclusionPlan {
+    /// What a unit is.
+    pub granularity: Granularity,
+    /// The units, in order, not overlapping.
+    pub spans: Vec<Span>,
+}
+
+/// One unit and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightedUnit {
+    /// The unit's text, as in the review.
+    pub text: String,
+    /// Its first byte in the review.
+    pub start: usize,
+    /// One past its last byte.
+    pub end: usize,
+    /// The probability of positive with the review whole minus without this unit: above 0 the
+    /// unit pushed toward positive, below 0 toward negative.
+    pub weight: f32,
+}
+
+/// Why a review got its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The probability of positive of the whole review.
+    pub score: f32,
+    /// What a unit is.
+    pub granularity: Granularity,
+    /// The units in reading order, each with its weight.
+    pub units: Vec<WeightedUnit>,
+}
+
+/// The scores given to [`OcclusionPlan::explain`] do not fit its plan.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{given} scores for a plan of {planned} variants")]
+pub struct ScoreCountMismatch {
+    /// Variants in the plan.
+    pub planned: usize,
+    /// Scores given.
+    pub given: usize,
+}
+
+impl OcclusionPlan {
+    /// Splits `text` into at most `max_units` units (at least 1): its words if there are that
+    /// few, else its sentences, else runs of sentences.
+    pub fn new(text: &str, max_units: usize) -> Self {
+        let max_units = max_units.max(1);
+        let words = words(text);
+        if words.len() <= max_units {
+            let spans = words.iter().map(|w| w.span).collect();
+            return Self {
+                granularity: Granularity::Word,
+                spans,
+            };
+        }
+        let sentences = sentences(&words);
+        if sentences.len() <= max_units {
+            return Self {
+                granularity: Granularity::Sentence,
+                spans: sentences,
+            };
+        }
+        let n = sentences.len();
+        let spans = (0..max_units)
+            .map(|i| Span {
+                start: sentences[i * n / max_units].start,
+                end: sentences[(i + 1) * n / max_units - 1].end,
+            })
+            .collect();
+        Self {
+            granularity: Granularity::Passage,
+            spans,
+        }
+    }
+
+    /// The review with every unit `keep` accepts (by index), joined by single spaces.
+    pub fn compose(&self, text: &str, keep: impl Fn(usize) -> bool) -> String {
+        let kept: Vec<&str> = self
+            .spans
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, s)| &text[s.start..s.end])
+            .collect();
+        kept.join(" ")
+    }
+
+    /// The texts to classify, one per unit: the review without that unit.
+    pub fn variants(&self, text: &str) -> Vec<String> {
+        (0..self.spans.len())
+            .map(|left_out| self.compose(text, |i| i != left_out))
+            .collect()
+    }
+
+    /// The explanation of `text` from the probability of positive of the whole review and of
+    /// each of [`Self::variants`], in order.
+    pub fn explain(
+        &self,
+        text: &str,
+        score: f32,
+        variant_scores: &[f32],
+    ) -> Result<Explanation, ScoreCountMismatch> {
+        if variant_scores.len() != self.spans.len() {
+            return Err(ScoreCountMismatch {
+                planned: self.spans.len(),
+                given: variant_scores.len(),
+            });
+        }
+        let units = self
+            .spans
+            .iter()
+            .zip(variant_scores)
+            .map(|(s, without)| WeightedUnit {
+                text: text[s.start..s.end].to_string(),
+                start: s.start,
+                end: s.end,
+                weight: score - without,
+            })
+            .collect();
+        Ok(Explanation {
+            score,
+            granularity: self.granularity,
+            units,
+        })
+    }
+}
+
+/// A word and whether a sentence ends after it.
+struct Word {
+    span: Span,
+    ends_sentence: bool,
+}
+
+/// The words of `text`: runs of characters between whitespace and HTML line breaks; a sentence
+/// ends after a word ending in `.`, `!`, `?` or `…` (closing quotes and brackets aside) and at
+/// every line break or newline.
+fn words(text: &str) -> Vec<Word> {
+    let mut words: Vec<Word> = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        let (gap, breaks_line) = match line_break_at(rest) {
+            Some(len) => (len, true),
+            None => {
+                let c = rest.chars().next().expect("at is below the length");
+                (if c.is_whitespace() { c.len_utf8() } else { 0 }, c == '\n')
+            }
+        };
+        if gap == 0 {
+            start.get_or_insert(at);
+            at += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        }
+        if let Some(s) = start.take() {
+            words.push(word(text, s, at));
+        }
+        if breaks_line {
+            if let Some(last) = words.last_mut() {
+                last.ends_sentence = true;
+            }
+        }
+        at += gap;
+    }
+    if let Some(s) = start {
+        words.push(word(text, s, text.len()));
+    }
+    words
+}
+
+fn word(text: &str, start: usize, end: usize) -> Word {
+    let closing: &[char] = &['"', '\'', ')', ']', '”', '’', '»'];
+    let bare = text[start..end].trim_end_matches(closing);
+    Word {
+        span: Span { start, end },
+        ends_sentence: bare.ends_with(['.', '!', '?', '…']),
+    }
+}
+
+/// The sentences the words make (see [`words`]).
+fn sentences(words: &[Word]) -> Vec<Span> {
+    let mut sentences = Vec::new();
+    let mut start = None;
+    for w in words {
+        let s = *start.get_or_insert(w.span.start);
+        if w.ends_sentence {
+            sentences.push(Span {
+                start: s,
+                end: w.span.end,
+            });
+            start = None;
+        }
+    }
+    if let (Some(s), Some(last)) = (start, words.last()) {
+        sentences.push(Span {
+            start: s,
+            end: last.span.end,
+        });
+    }
+    sentences
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(text: &str, plan: &OcclusionPlan) -> Vec<String> {
+        plan.spans
+            .iter()
+            .map(|s| text[s.start..s.end].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_short_review_is_explained_word_by_word_line_breaks_aside() {
+        let text = "Loved it!<br /><br />Truly  great,\tthe <BR>end.";
+        let plan = OcclusionPlan::new(text, 48);
+        assert_eq!(plan.granularity, Granularity::Word);
+        assert_eq!(
+            texts(text, &plan),
+            ["Loved", "it!", "Truly", "great,", "the", "end."]
+        );
+        assert_eq!(
+            plan.variants(text)[1],
+            "Loved Truly great, the end.",
+            "the variant leaves one word out"
+        );
+    }
+
+    #[test]
+    fn longer_reviews_fall_back_to_sentences_then_to_runs_of_them() {
+        let text = "One two three. \"Four five!\" Six<br />seven eight? Nine";
+        let plan = OcclusionPlan::new(text, 5);
+        assert_eq!(plan.granularity, Granularity::Sentence);
+        assert_eq!(
+            texts(text, &plan),
+            [
+                "One two three.",
+                "\"Four five!\"",
+                "Six",
+                "seven eight?",
+                "Nine"
+            ]
+        );
+        let runs = OcclusionPlan::new(text, 2);
+        assert_eq!(runs.granularity, Granularity::Passage);
+        assert_eq!(
+            texts(text, &runs),
+            [
+                "One two three. \"Four five!\"",
+                "Six<br />seven eight? Nine"
+            ]
+        );
+        assert_eq!(
+            OcclusionPlan::new(text, 0).spans.len(),
+            1,
+            "at least one unit"
+        );
+    }
+
+    #[test]
+    fn weights_are_the_drop_in_the_score_without_each_unit() {
+        let text = "good bad";
+        let plan = OcclusionPlan::new(text, 48);
+        let explanation = plan.explain(text, 0.5, &[0.2, 0.9]).unwrap();
+        let weights: Vec<f32> = explanation.units.iter().map(|u| u.weight).collect();
+        assert!(
+            (weights[0] - 0.3).abs() < 1e-6 && (weights[1] + 0.4).abs() < 1e-6,
+            "{weights:?}"
+        );
+        assert_eq!(explanation.units[1].text, "bad");
+        assert_eq!(
+            plan.explain(text, 0.5, &[0.2]),
+            Err(ScoreCountMismatch {
+                planned: 2,
+                given: 1
+            })
+        );
+        let empty = OcclusionPlan::new("  <br /> ", 48);
+        assert!(empty.spans.is_empty() && empty.variants("  <br /> ").is_empty());
+    }
+}
