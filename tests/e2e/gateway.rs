@@ -196,6 +196,8 @@ async fn every_endpoint_answers() {
         "/model/{file}",
         "/v1/deployments",
         "/v1/deployments/{name}/classify",
+        "/v1/explain",
+        "/v1/deployments/{name}/explain",
         "/predict",
         "/info",
         "/tokenize",
