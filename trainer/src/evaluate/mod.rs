@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod curves;
+pub mod faithfulness;
 pub mod metrics;
 pub mod probabilities;
 pub mod report;

@@ -177,3 +177,49 @@ fn compare_shows_two_runs_and_refuses_runs_with_other_classes() {
     let err = compare_runs(&[a, c]).unwrap_err().to_string();
     assert!(err.contains("classes") && err.contains("good"), "{err}");
 }
+
+#[test]
+fn explanations_of_a_trained_model_beat_random_words_by_erasers_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    // Trained until it tells the fixture's good words from its bad ones.
+    let bundle = tiny_bundle(dir.path(), 200, 11, |s| {
+        s.seq_len = 32;
+        s.epochs = 4;
+        s.patience = None;
+        s.optimizer.lr = 3e-3;
+    })
+    .unwrap();
+    let out = crate::cli::feelings()
+        .arg("explain")
+        .arg(&bundle)
+        .arg("--data")
+        .arg(dir.path().join("data.csv"))
+        .args(["--reviews", "30", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let figures: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(figures["reviews"], 30, "{stdout}");
+    let get = |which: &str, what: &str| figures[which][what].as_f64().unwrap();
+    // The fixture's reviews hang on one or two words: leaving out the ones the explanation
+    // ranks first costs the prediction more than random words, and keeping only them keeps
+    // more of it (an explanation ranked the wrong way round does worse than random on both;
+    // seen here: 0.12 against 0.08, and 0.05 against 0.14).
+    assert!(
+        get("explained", "comprehensiveness") > get("random", "comprehensiveness") + 0.02,
+        "{stdout}"
+    );
+    assert!(
+        get("explained", "sufficiency") < get("random", "sufficiency") - 0.05,
+        "{stdout}"
+    );
+    assert!(
+        figures["units_per_review"].as_f64().unwrap() >= 3.0,
+        "{stdout}"
+    );
+}

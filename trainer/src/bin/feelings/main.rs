@@ -3,6 +3,7 @@
 mod bench;
 mod deploy;
 mod evaluate;
+mod explain;
 mod export;
 mod predict;
 mod tokens;
@@ -18,6 +19,7 @@ use feelings_trainer::data::DataOptions;
 use bench::BenchArgs;
 use deploy::DeployArgs;
 use evaluate::{CompareArgs, EvaluateArgs};
+use explain::ExplainArgs;
 use export::ExportArgs;
 use predict::PredictArgs;
 use tokens::TokensArgs;
@@ -63,6 +65,10 @@ enum Command {
     Export(ExportArgs),
     /// Classify reviews with a bundle, through the same inference core that is deployed.
     Predict(PredictArgs),
+    /// Explain many reviews with a bundle (each word or sentence left out in turn) and measure
+    /// how faithful the explanations are: ERASER's comprehensiveness and sufficiency against as
+    /// many units drawn at random, and the time per explanation.
+    Explain(ExplainArgs),
     /// Measure a run's best checkpoint or a bundle on held-out reviews: accuracy, precision,
     /// recall, F1, ROC AUC, log loss, confusion matrix, ROC curve, threshold; writes report.html.
     Evaluate(Box<EvaluateArgs>),
@@ -158,6 +164,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Evaluate(args) => evaluate::run_evaluate(*args),
         Command::Compare(args) => evaluate::run_compare(args),
         Command::Deploy(args) => deploy::run(args),
