@@ -26,6 +26,7 @@ fn assert_native(answer: &Value, text: &str, max_units: usize) {
     for (got, want) in units.iter().zip(&native.units) {
         assert_eq!(got["text"], want.text.as_str());
         assert_eq!(got["start"], want.start);
+        assert_eq!(got["end"], want.end);
         let weight = got["weight"].as_f64().unwrap() as f32;
         assert!(
             (weight - want.weight).abs() < 1e-5,
@@ -69,6 +70,33 @@ async fn the_gateway_explains_a_review_as_the_native_core_does() {
     let body = answer.json();
     assert_eq!(body["granularity"], "passage", "{body}");
     assert_native(&body, longer, 2);
+    assert!(body.get("explained_text").is_none(), "{body}");
+
+    // Longer than the server's --max-chars: explained as it is cut for /v1/classify, and the
+    // text explained comes back (the units' offsets are in it).
+    let long = "the movie was great. ".repeat(120);
+    let answer = send(&state, explain_request(uri, json!({"text": long}))).await;
+    let body = answer.json();
+    assert_eq!(body["truncated"], true, "{body}");
+    let explained = body["explained_text"].as_str().expect("the cut text");
+    assert!(explained.chars().count() <= test_limits().max_chars + 1);
+    assert!(explained.len() < long.len());
+    assert_native(&body, explained, most);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_taking_one_text_per_request_refuses_explanations_plainly() {
+    let limits = feelings_runtime::Limits {
+        max_texts: 1,
+        ..test_limits()
+    };
+    let options = crate::gateway::options(feelings_runtime::SandboxOptions::default(), limits);
+    let state = feelings_runtime::start(&options).unwrap();
+    let answer = send(&state, explain_request("/v1/explain", json!({"text": "a"}))).await;
+    answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let body = answer.json();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--max-texts is 1"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

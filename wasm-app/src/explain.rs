@@ -6,9 +6,10 @@
 //! variants with its own classifier (natively, in a wasmtime sandbox, in the browser) and the
 //! weights are computed here again, so every runtime gives the same numbers.
 //!
-//! The work is capped: at most `max_units` variants per review ([`DEFAULT_MAX_UNITS`]). A review
-//! with more words than that is explained by sentences; one with more sentences, by runs of
-//! consecutive sentences, as even as the count allows ([`Granularity`]).
+//! The work is capped: at most `max_units` variants per review ([`DEFAULT_MAX_UNITS`], never more
+//! than [`MAX_UNITS`]). A review with more words than that is explained by sentences; one with
+//! more sentences, by runs of consecutive sentences, as even as the count allows; one that is a
+//! single long sentence, by runs of words ([`Granularity`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,10 @@ use crate::encode::line_break_at;
 
 /// Variants classified per explanation unless told otherwise: a 48-word review by words.
 pub const DEFAULT_MAX_UNITS: usize = 48;
+
+/// The most units any explanation is allowed, wherever it is asked for: a larger `max_units`
+/// is taken as this many.
+pub const MAX_UNITS: usize = 1000;
 
 /// What one unit of an explanation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +32,8 @@ pub enum Granularity {
     Sentence,
     /// A run of consecutive sentences.
     Passage,
+    /// A run of consecutive words, for a long review that is all one sentence.
+    Phrase,
 }
 
 /// A unit's place in the review as given: byte offsets, `start..end`.
@@ -83,36 +90,26 @@ pub struct ScoreCountMismatch {
 }
 
 impl OcclusionPlan {
-    /// Splits `text` into at most `max_units` units (at least 1): its words if there are that
-    /// few, else its sentences, else runs of sentences.
+    /// Splits `text` into at most `max_units` units (at least 1, at most [`MAX_UNITS`]): its
+    /// words if there are that few, else its sentences, else runs of sentences; a long review
+    /// that is one sentence, into runs of words.
     pub fn new(text: &str, max_units: usize) -> Self {
-        let max_units = max_units.max(1);
+        let max_units = max_units.clamp(1, MAX_UNITS);
         let words = words(text);
+        let word_spans: Vec<Span> = words.iter().map(|w| w.span).collect();
         if words.len() <= max_units {
-            let spans = words.iter().map(|w| w.span).collect();
             return Self {
                 granularity: Granularity::Word,
-                spans,
+                spans: word_spans,
             };
         }
         let sentences = sentences(&words);
-        if sentences.len() <= max_units {
-            return Self {
-                granularity: Granularity::Sentence,
-                spans: sentences,
-            };
-        }
-        let n = sentences.len();
-        let spans = (0..max_units)
-            .map(|i| Span {
-                start: sentences[i * n / max_units].start,
-                end: sentences[(i + 1) * n / max_units - 1].end,
-            })
-            .collect();
-        Self {
-            granularity: Granularity::Passage,
-            spans,
-        }
+        let (granularity, spans) = match sentences.len() {
+            1 => (Granularity::Phrase, runs(&word_spans, max_units)),
+            n if n <= max_units => (Granularity::Sentence, sentences),
+            _ => (Granularity::Passage, runs(&sentences, max_units)),
+        };
+        Self { granularity, spans }
     }
 
     /// The review with every unit `keep` accepts (by index), joined by single spaces.
@@ -165,6 +162,17 @@ impl OcclusionPlan {
             units,
         })
     }
+}
+
+/// `count` runs of consecutive `spans` (more spans than runs), as even as the count allows.
+fn runs(spans: &[Span], count: usize) -> Vec<Span> {
+    let n = spans.len();
+    (0..count)
+        .map(|i| Span {
+            start: spans[i * n / count].start,
+            end: spans[(i + 1) * n / count - 1].end,
+        })
+        .collect()
 }
 
 /// A word and whether a sentence ends after it.
@@ -297,6 +305,23 @@ mod tests {
             OcclusionPlan::new(text, 0).spans.len(),
             1,
             "at least one unit"
+        );
+    }
+
+    #[test]
+    fn a_long_review_of_one_sentence_is_explained_by_runs_of_words() {
+        let text = "one two three four five six seven";
+        let plan = OcclusionPlan::new(text, 3);
+        assert_eq!(plan.granularity, Granularity::Phrase);
+        assert_eq!(
+            texts(text, &plan),
+            ["one two", "three four", "five six seven"]
+        );
+        let many = "word ".repeat(2 * MAX_UNITS);
+        assert_eq!(
+            OcclusionPlan::new(&many, usize::MAX).spans.len(),
+            MAX_UNITS,
+            "never more than MAX_UNITS"
         );
     }
 

@@ -40,12 +40,7 @@ pub(crate) async fn classify(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = request_id(&headers);
-    let deployment = state.deployments.default_deployment().ok_or_else(|| {
-        let message =
-            "there is no default deployment (it was deleted): use /v1/deployments/NAME/classify";
-        ApiError::new(ErrorKind::NotFound, message, &id)
-    })?;
+    let deployment = super::deployments::default_deployment(&state, &headers)?;
     classify_with(&state, &deployment, &headers, body).await
 }
 
@@ -65,9 +60,7 @@ pub(crate) async fn classify_deployment(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = request_id(&headers);
-    let deployment = super::deployments::find(&state, &name, &id)?;
-    authorize(&state, &deployment, &headers, &id)?;
+    let deployment = super::deployments::named_deployment(&state, &name, &headers)?;
     classify_with(&state, &deployment, &headers, body).await
 }
 

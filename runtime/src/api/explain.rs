@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use feelings_core::contract;
-use feelings_core::explain::{Explanation, OcclusionPlan, DEFAULT_MAX_UNITS};
+use feelings_core::explain::{Explanation, OcclusionPlan, DEFAULT_MAX_UNITS, MAX_UNITS};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,7 +29,7 @@ pub struct ExplainRequest {
     /// The review.
     pub text: String,
     /// The most units (classifications) to spend, 1 up to one less than the server's
-    /// `--max-texts` [default: 48].
+    /// `--max-texts` and at most 1,000 [default: 48].
     #[serde(default)]
     pub max_units: Option<usize>,
 }
@@ -43,6 +43,10 @@ pub struct Explained {
     pub model: String,
     /// Whether the review was longer than the model reads and was cut.
     pub truncated: bool,
+    /// The text explained, when the review was longer than the server's `--max-chars` and cut
+    /// to it (as `/v1/classify` cuts it): the units' offsets are in this text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explained_text: Option<String>,
     /// The probability of positive, the unit kind and the units with their weights.
     #[serde(flatten)]
     #[schema(value_type = Object)]
@@ -111,11 +115,17 @@ async fn explain_with(
     let id = request_id(headers);
     let body = json_body(state, deployment, headers, body).await?;
     let request = parse_request(&body, &id)?;
-    let most = state.limits.max_texts.saturating_sub(1).max(1);
+    // The review and its variants go to the sandboxes as one request of texts.
+    let most = state.limits.max_texts.saturating_sub(1).min(MAX_UNITS);
+    if most == 0 {
+        let message = "explanations need requests of 2 texts: this server's --max-texts is 1";
+        return Err(ApiError::new(ErrorKind::InvalidRequest, message, &id));
+    }
     let max_units = request.max_units.unwrap_or(DEFAULT_MAX_UNITS.min(most));
     if !(1..=most).contains(&max_units) {
-        let message =
-            format!("max_units must be from 1 to {most} (one text fewer than --max-texts)");
+        let message = format!(
+            "max_units must be from 1 to {most} (at most {MAX_UNITS}, and one text fewer than --max-texts)"
+        );
         return Err(ApiError::new(ErrorKind::InvalidRequest, message, &id));
     }
     // The explanation is of the text the model is given.
@@ -137,6 +147,7 @@ async fn explain_with(
         label: whole.label.clone(),
         model: deployment.manifest.name.clone(),
         truncated: whole.truncated || cut,
+        explained_text: cut.then_some(text),
         explanation,
     })
     .into_response())

@@ -92,7 +92,12 @@ pub fn export_hf_layout(
         .to_string(false)
         .map_err(|e| Error::model(&tokenizer_path, e.to_string()))?;
     let tokenizer_config = tokenizer_config(&tokenizer, source.manifest.max_seq_len);
-    // config.json last: a folder that has it is complete.
+    // config.json last: a folder that has it is complete. An old one goes first, so a kill
+    // while replacing leaves no folder that looks complete.
+    let old_config = out.join(CONFIG_FILE);
+    if old_config.exists() {
+        std::fs::remove_file(&old_config).map_err(|e| Error::io(&old_config, e))?;
+    }
     let files: [(&'static str, &[u8]); 5] = [
         (TOKENIZER_FILE, tokenizer_json.as_bytes()),
         (TOKENIZER_CONFIG_FILE, tokenizer_config.as_bytes()),

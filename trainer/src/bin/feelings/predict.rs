@@ -38,7 +38,7 @@ pub struct PredictArgs {
     #[arg(long, conflicts_with = "file")]
     explain: bool,
     /// With --explain, the most units (variants classified) per review, 1 to 1000.
-    #[arg(long, default_value_t = feelings_core::explain::DEFAULT_MAX_UNITS, requires = "explain", value_parser = values::count_in(1, 1000))]
+    #[arg(long, default_value_t = feelings_core::explain::DEFAULT_MAX_UNITS, requires = "explain", value_parser = values::count_in(1, feelings_core::explain::MAX_UNITS))]
     max_units: usize,
 }
 
