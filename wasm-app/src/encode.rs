@@ -1,6 +1,7 @@
 //! Turning a review into the token ids the model reads, identically in training and inference.
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -86,23 +87,33 @@ pub const LINE_BREAK_PATTERN: &str = "<[bB][rR](?: ?/)?>";
 /// Replaces the HTML line breaks the IMDB reviews are full of (`<br />`, `<br/>`, `<br>`, any
 /// case) with a space. Everything else is left to the tokenizer's own normaliser.
 pub fn clean_review(text: &str) -> String {
+    clean_review_with_origins(text).0
+}
+
+/// [`clean_review`]'s text, and for each of its bytes (and one past its end) the byte of `text`
+/// it came from: a line break's space maps to the break's first byte.
+fn clean_review_with_origins(text: &str) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = find_ascii_case_insensitive(rest, "<br") {
-        out.push_str(&rest[..start]);
-        match line_break_at(&rest[start..]) {
-            Some(len) => {
-                out.push(' ');
-                rest = &rest[start + len..];
-            }
-            None => {
-                out.push_str(&rest[start..start + 3]);
-                rest = &rest[start + 3..];
-            }
+    let mut origins = Vec::with_capacity(text.len() + 1);
+    let mut at = 0;
+    while at < text.len() {
+        let next = find_ascii_case_insensitive(&text[at..], "<br").map_or(text.len(), |f| at + f);
+        // The text before the next "<br", then the break as a space or "<br" as it is.
+        let (copied, replaced) = match line_break_at(&text[next..]) {
+            Some(len) => (next, Some(len)),
+            None => ((next + 3).min(text.len()), None),
+        };
+        out.push_str(&text[at..copied]);
+        origins.extend(at..copied);
+        at = copied;
+        if let Some(len) = replaced {
+            out.push(' ');
+            origins.push(at);
+            at += len;
         }
     }
-    out.push_str(rest);
-    out
+    origins.push(text.len());
+    (out, origins)
 }
 
 /// The length in bytes of the HTML line break (see [`clean_review`]) `text` starts with, if it
@@ -226,6 +237,34 @@ impl ReviewEncoder {
             })
             .collect();
         Ok((tokens, ids.len()))
+    }
+
+    /// The parts of `text` (byte ranges of the review as given, line breaks included) that the
+    /// model reads once it is cleaned and cut as [`ReviewEncoder::encode`] does: the whole
+    /// review in one part if it fits, else one part per stretch the truncation keeps (for
+    /// head+tail, the opening and the end).
+    pub fn read_parts(&self, text: &str) -> Result<Vec<Range<usize>>, EncodeError> {
+        let (cleaned, origins) = clean_review_with_origins(text);
+        let encoding = self
+            .tokenizer
+            .encode(cleaned.as_str(), true)
+            .map_err(|e| EncodeError::Encode(e.to_string()))?;
+        let (special, offsets) = (encoding.get_special_tokens_mask(), encoding.get_offsets());
+        let mut parts: Vec<Range<usize>> = Vec::new();
+        let mut previous: Option<usize> = None;
+        for i in self
+            .kept(&encoding)
+            .into_iter()
+            .filter(|&i| special[i] == 0)
+        {
+            let (start, end) = (origins[offsets[i].0], origins[offsets[i].1]);
+            match parts.last_mut() {
+                Some(part) if previous == Some(i - 1) => part.end = part.end.max(end),
+                _ => parts.push(start..end),
+            }
+            previous = Some(i);
+        }
+        Ok(parts)
     }
 
     /// Keeps the special tokens around the text and cuts the text to the budget.
@@ -370,6 +409,28 @@ mod tests {
             .encode("a b c d e f g h a b c d")
             .unwrap();
         assert_eq!(e.ids, vec![2, 4, 5, 10, 11, 4, 5, 6, 7, 3]);
+    }
+
+    #[test]
+    fn read_parts_are_the_kept_tokens_in_the_review_as_given() {
+        let text = "a b<br />c d e f g h";
+        let whole = encoder(16, Truncation::HeadTail).read_parts(text).unwrap();
+        assert_eq!(whole, [0..text.len()], "a review that fits is read whole");
+        // Budget 4: 1 token from the head ("a"), 3 from the tail ("f g h").
+        let cut = encoder(6, Truncation::HeadTail).read_parts(text).unwrap();
+        let read: Vec<&str> = cut.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(read, ["a", "f g h"]);
+        // The line break's offsets are the original's: "b<br />c" read as one stretch.
+        let tail = encoder(5, Truncation::Tail).read_parts(text).unwrap();
+        assert_eq!(
+            tail.iter().map(|r| &text[r.clone()]).collect::<Vec<_>>(),
+            ["a b<br />c"]
+        );
+        assert!(encoder(6, Truncation::Tail)
+            .read_parts("")
+            .unwrap()
+            .is_empty());
+        assert_eq!(clean_review_with_origins("é<BR>x").1, [0, 1, 2, 6, 7]);
     }
 
     #[test]

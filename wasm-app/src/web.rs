@@ -7,6 +7,7 @@
 //! c.classify("Loved it!");            // { label, score, threshold, truncated }
 //! c.classifyBatch(["Great", "Awful"]); // [ {...}, {...} ]
 //! c.explain("Loved it, but too long."); // { score, granularity, units: [{ text, weight, ... }] }
+//! c.readParts(longReview);            // [{ start, end }, ...]: what the model reads of it
 //! ```
 //! Errors become JavaScript `Error`s; a panic is reported on the console (and as an error)
 //! instead of killing the page silently.
@@ -19,6 +20,13 @@ use crate::{Bundle, TractClassifier};
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// A stretch of a JavaScript string, in UTF-16 code units.
+#[derive(serde::Serialize)]
+struct Utf16Range {
+    start: usize,
+    end: usize,
 }
 
 /// A review classifier built from a model bundle.
@@ -69,6 +77,26 @@ impl WebClassifier {
         let max_units = max_units.unwrap_or(crate::explain::DEFAULT_MAX_UNITS);
         let explanation = self.inner.explain(text, max_units).map_err(js_error)?;
         serde_wasm_bindgen::to_value(&explanation).map_err(js_error)
+    }
+
+    /// The parts of `text` the model reads, as `[{ start, end }]` in UTF-16 code units (the
+    /// offsets of JavaScript strings): the whole review if it fits, else the stretches the
+    /// bundle's truncation keeps (see the crate's `ReviewEncoder::read_parts`).
+    #[wasm_bindgen(js_name = readParts)]
+    pub fn read_parts(&self, text: &str) -> Result<JsValue, JsError> {
+        let utf16 = |byte: usize| text[..byte].encode_utf16().count();
+        let parts: Vec<Utf16Range> = self
+            .inner
+            .encoder()
+            .read_parts(text)
+            .map_err(js_error)?
+            .into_iter()
+            .map(|r| Utf16Range {
+                start: utf16(r.start),
+                end: utf16(r.end),
+            })
+            .collect();
+        serde_wasm_bindgen::to_value(&parts).map_err(js_error)
     }
 
     /// The bundle's manifest as a plain object.

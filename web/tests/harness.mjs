@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -21,13 +22,14 @@ export function need(name) {
   return value;
 }
 
-/** Serves web/ at / and the bundle folder at /model/, as the gateway does. */
+/** Serves web/ at / and the bundle folder at /model/, as the gateway does; `server.bundle`
+ * may be changed to serve another bundle from then on. */
 export function serve(bundle) {
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://localhost');
     const rel = decodeURIComponent(url.pathname);
     const file = rel.startsWith('/model/')
-      ? path.join(bundle, rel.slice('/model/'.length))
+      ? path.join(server.bundle, rel.slice('/model/'.length))
       : path.join(WEB, rel === '/' ? 'index.html' : rel);
     try {
       const body = await readFile(file);
@@ -37,7 +39,16 @@ export function serve(bundle) {
       res.writeHead(404).end('not found');
     }
   });
+  server.bundle = bundle;
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** Stops `server` and drops its open connections: nothing answers at its address after this. */
+export function stop(server) {
+  return new Promise((resolve) => {
+    server.close(resolve);
+    server.closeAllConnections();
+  });
 }
 
 /** Debian's Chromium (or $CHROMIUM), headless, never a downloaded browser. */
@@ -102,4 +113,43 @@ export async function explainOne(page, text) {
     (spans) => spans.map((s) => ({ text: s.textContent, weight: Number(s.dataset.weight) })));
   const score = Number(await page.getAttribute('#explanation', 'data-score'));
   return { units, score, ms };
+}
+
+/** Saves a screenshot of `page` as NAME.png in $FEELINGS_SCREENSHOTS, for people to look at. */
+export async function screenshot(page, name) {
+  const file = path.join(need('FEELINGS_SCREENSHOTS'), `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** axe-core's violations on `page` as it is now: `[{ id, impact, nodes }]`, `nodes` the elements at fault. */
+export async function accessibilityViolations(page) {
+  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: axe });
+  return page.evaluate(async () => {
+    const { violations } = await window.axe.run(document, { resultTypes: ['violations'] });
+    return violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) }));
+  });
+}
+
+/** The WCAG contrast ratio of `selector`'s text on its own background (opaque), as shown. */
+export function contrast(page, selector) {
+  return page.$eval(selector, (element) => {
+    const rgb = (css) => css.match(/[\d.]+/g).slice(0, 3).map(Number);
+    const luminance = (css) => {
+      const [r, g, b] = rgb(css).map((v) => {
+        const c = v / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    // The background is the nearest one that is not transparent.
+    let behind = element;
+    while (behind && getComputedStyle(behind).backgroundColor.match(/[\d.]+/g)?.[3] === '0') {
+      behind = behind.parentElement;
+    }
+    const background = behind ? getComputedStyle(behind).backgroundColor : 'rgb(255, 255, 255)';
+    const [a, b] = [luminance(getComputedStyle(element).color), luminance(background)].sort((x, y) => y - x);
+    return (a + 0.05) / (b + 0.05);
+  });
 }

@@ -21,13 +21,15 @@ use crate::deployments::Deployment;
 use crate::error::{ApiError, ErrorBody, ErrorKind};
 
 /// The page's files: the path under a deployment's page, and the file in the web folder.
-/// `web/build.sh` makes `pkg/`.
-pub const PAGE_FILES: [(&str, &str); 7] = [
+/// `web/build.sh` makes `pkg/`. `sw.js` is the page's service worker (offline visits): served
+/// from the page's folder, its scope is that folder.
+pub const PAGE_FILES: [(&str, &str); 8] = [
     ("", "index.html"),
     ("index.html", "index.html"),
     ("app.js", "app.js"),
     ("worker.js", "worker.js"),
     ("style.css", "style.css"),
+    ("sw.js", "sw.js"),
     ("pkg/feelings_core.js", "pkg/feelings_core.js"),
     ("pkg/feelings_core_bg.wasm", "pkg/feelings_core_bg.wasm"),
 ];

@@ -1,0 +1,36 @@
+// The service worker: keeps the page, its scripts and the WebAssembly classifier in Cache
+// Storage so that a later visit works without the network. Each file is asked of the network
+// first (a new version shows up at once) and taken from the cache when the network fails. The
+// model bundle (model/) is not handled here: worker.js caches it under its sha256, checked.
+const CACHE = 'feelings-page';
+const FILES = ['./', 'index.html', 'app.js', 'worker.js', 'style.css', 'sw.js',
+  'pkg/feelings_core.js', 'pkg/feelings_core_bg.wasm'];
+const URLS = new Set(FILES.map((f) => new URL(f, self.registration.scope).href));
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll([...URLS])).then(() => self.skipWaiting()));
+});
+
+// Controls the page that registered it at once, so the first visit is already kept.
+self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
+
+async function networkFirst(request) {
+  const cache = await caches.open(CACHE);
+  try {
+    const response = await fetch(request);
+    if (response.ok) await cache.put(request, response.clone());
+    return response;
+  } catch (err) {
+    const cached = await cache.match(request, { ignoreSearch: true });
+    if (cached) return cached;
+    throw err;
+  }
+}
+
+self.addEventListener('fetch', (event) => {
+  const url = new URL(event.request.url);
+  url.search = '';
+  if (event.request.method === 'GET' && URLS.has(url.href)) {
+    event.respondWith(networkFirst(event.request));
+  }
+});
