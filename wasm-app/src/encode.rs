@@ -415,7 +415,8 @@ mod tests {
     fn read_parts_are_the_kept_tokens_in_the_review_as_given() {
         let text = "a b<br />c d e f g h";
         let whole = encoder(16, Truncation::HeadTail).read_parts(text).unwrap();
-        assert_eq!(whole, [0..text.len()], "a review that fits is read whole");
+        assert_eq!(whole.len(), 1, "a review that fits is read whole");
+        assert_eq!(whole[0], 0..text.len());
         // Budget 4: 1 token from the head ("a"), 3 from the tail ("f g h").
         let cut = encoder(6, Truncation::HeadTail).read_parts(text).unwrap();
         let read: Vec<&str> = cut.iter().map(|r| &text[r.clone()]).collect();
