@@ -3,8 +3,9 @@
 //! gone, as for the shipped model.
 //!
 //! The graph is the one [`super::onnx`] writes, so its initializers carry the variables'
-//! names: f32 as they are (linear weights transposed to `[in, out]`), or int8 with a
-//! `.scale` per channel, which is multiplied back. A weight rounded to int8 and read back
+//! names: f32 as they are (linear weights transposed to `[in, out]`), or int8 (`.int8`, or
+//! `.uint8` offset by 128 in the integer products) with a `.scale` per channel, which is
+//! multiplied back. A weight rounded to int8 and read back
 //! rounds to the same int8 again (each channel's largest value is exactly ±127 steps), so
 //! re-exporting an int8 bundle at either int8 precision keeps its int8 values (scales within
 //! a rounding). The
@@ -21,6 +22,7 @@ use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, TensorProto};
 
+use super::onnx::WEIGHT_ZERO_POINT;
 use crate::error::{Error, Result};
 use crate::model::bert::{Activation, BertConfig};
 use crate::model::{checkpoint_config, hf_name, SEQUENCE_CLASSIFICATION};
@@ -74,6 +76,7 @@ fn read_config(
         let t = initializers
             .get(name)
             .or_else(|| initializers.get(format!("{name}.int8").as_str()))
+            .or_else(|| initializers.get(format!("{name}.uint8").as_str()))
             .ok_or_else(|| {
                 format!("no initializer '{name}': not a graph `feelings export` wrote")
             })?;
@@ -143,12 +146,16 @@ fn read_variables(
     let mut tensors = HashMap::new();
     for (&name, t) in initializers {
         let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        let (variable, values) = if let Some(base) = name.strip_suffix(".int8") {
+        let quantized = name
+            .strip_suffix(".int8")
+            .map(|base| (base, Integers::Signed))
+            .or_else(|| name.strip_suffix(".uint8").map(|b| (b, Integers::Offset)));
+        let (variable, values) = if let Some((base, integers)) = quantized {
             let scale_name = format!("{base}.scale");
             let scales = initializers
                 .get(scale_name.as_str())
                 .ok_or_else(|| format!("'{name}' has no '{scale_name}'"))?;
-            (base, dequantised(base, t, &f32s(scales)?, &dims)?)
+            (base, dequantised(name, t, integers, &f32s(scales)?, &dims)?)
         } else if name == TOKEN_TYPE_0 {
             let mut values = f32s(t)?;
             values.resize(2 * hidden, 0.0);
@@ -192,22 +199,32 @@ fn is_linear_weight(name: &str) -> bool {
         && name != POSITION_EMBEDDINGS
 }
 
-/// int8 values times their channel's scale: per row for the word embeddings, per column (the
-/// output channel of a transposed linear weight) otherwise.
+/// How a quantised initializer holds its int8 values.
+#[derive(Clone, Copy)]
+enum Integers {
+    /// `.int8`: as they are.
+    Signed,
+    /// `.uint8`: plus [`WEIGHT_ZERO_POINT`] (int8-dynamic's integer products).
+    Offset,
+}
+
+/// The int8 values of initializer `name` times their channel's scale: per row for the word
+/// embeddings, per column (the output channel of a transposed linear weight) otherwise.
 fn dequantised(
     name: &str,
     t: &TensorProto,
+    integers: Integers,
     scales: &[f32],
     dims: &[usize],
 ) -> std::result::Result<Vec<f32>, String> {
     let [rows, columns] = dims else {
-        return Err(format!("'{name}.int8' is not a matrix"));
+        return Err(format!("'{name}' is not a matrix"));
     };
-    let per_row = name == WORD_EMBEDDINGS;
+    let per_row = name.starts_with(WORD_EMBEDDINGS);
     if t.raw_data.len() != rows * columns || scales.len() != if per_row { *rows } else { *columns }
     {
         return Err(format!(
-            "'{name}.int8' and its scales do not fit its shape {dims:?}"
+            "'{name}' and its scales do not fit its shape {dims:?}"
         ));
     }
     Ok(t.raw_data
@@ -215,7 +232,11 @@ fn dequantised(
         .enumerate()
         .map(|(i, &q)| {
             let channel = if per_row { i / columns } else { i % columns };
-            f32::from(q as i8) * scales[channel]
+            let q = match integers {
+                Integers::Signed => f32::from(q as i8),
+                Integers::Offset => f32::from(q) - f32::from(WEIGHT_ZERO_POINT),
+            };
+            q * scales[channel]
         })
         .collect())
 }

@@ -705,8 +705,16 @@ fn a_bundle_exports_again_at_another_precision_from_its_own_weights() {
             .unwrap()
             .initializer
             .into_iter()
-            .filter(|t| t.name.ends_with(".int8"))
-            .map(|t| (t.name, t.raw_data))
+            .filter_map(|t| {
+                // The integer products' u8 weights are the int8 values plus 128.
+                if let Some(base) = t.name.strip_suffix(".uint8") {
+                    let signed = t.raw_data.iter().map(|&q| q.wrapping_sub(128)).collect();
+                    Some((base.to_string(), signed))
+                } else {
+                    let base = t.name.strip_suffix(".int8")?;
+                    Some((base.to_string(), t.raw_data))
+                }
+            })
             .collect();
         v.sort();
         v
