@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::data::batch::make_batch;
 use crate::data::encode::{encode_chunks, ENCODE_CHUNK};
 use crate::error::{Error, Result};
-use crate::model::{CandleClassifier, Head, ModelFiles};
+use crate::model::{CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS};
 use crate::train::optim::{AdamW, AdamWConfig};
 
 /// The first `needed` of `texts` that fill the encoder's sequence length, as token ids, with
@@ -91,6 +91,21 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// What [`time_train_steps`] times.
+#[derive(Debug, Clone, Copy)]
+pub struct StepPlan {
+    /// Tokens per review.
+    pub seq_len: usize,
+    /// Reviews per step.
+    pub batch_size: usize,
+    /// Steps run first and not timed.
+    pub warmup: usize,
+    /// Steps timed.
+    pub steps: usize,
+    /// Keep the word embeddings out of training (`feelings train --freeze-embeddings`).
+    pub freeze_embeddings: bool,
+}
+
 /// Times `warmup + steps` training steps (forward with drop-out, cross-entropy, backward,
 /// AdamW) of the classifier built on `files`, on batches of `texts` that are each at least
 /// `seq_len` tokens long, so every batch is exactly `batch_size x seq_len` (as the PyTorch
@@ -98,20 +113,30 @@ fn median(values: &[f64]) -> f64 {
 pub fn time_train_steps(
     files: &ModelFiles,
     texts: &[(&str, u32)],
-    seq_len: usize,
-    batch_size: usize,
-    warmup: usize,
-    steps: usize,
+    plan: &StepPlan,
     device: &Device,
 ) -> Result<StepTiming> {
+    let StepPlan {
+        seq_len,
+        batch_size,
+        warmup,
+        steps,
+        freeze_embeddings,
+    } = *plan;
     let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
     let encoder = ReviewEncoder::from_bytes(&tokenizer, seq_len, Truncation::Tail)?;
     let needed = batch_size * (warmup + steps);
     let strings: Vec<&str> = texts.iter().map(|t| t.0).collect();
     let (ids, picked) = full_length(&encoder, &strings, needed)?;
     let labels: Vec<u32> = picked.iter().map(|&i| texts[i].1).collect();
-    let model = CandleClassifier::load(files, device, Head::Fresh { seed: 0 })?;
-    let mut optimizer = AdamW::new(model.varmap(), AdamWConfig::default())?;
+    let mut model = CandleClassifier::load(files, device, Head::Fresh { seed: 0 })?;
+    let frozen: &[&str] = if freeze_embeddings {
+        model.freeze_word_embeddings();
+        &[WORD_EMBEDDINGS]
+    } else {
+        &[]
+    };
+    let mut optimizer = AdamW::new(model.varmap(), AdamWConfig::default(), frozen)?;
     let mut rng = SmallRng::seed_from_u64(0);
     let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);
     for (i, indices) in (0..needed)

@@ -136,12 +136,17 @@ fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// The padding tokens of BERT's WordPiece and XLM-R's SentencePiece vocabularies, for a
+/// `tokenizer.json` that sets no padding.
+const PAD_TOKENS: [&str; 2] = ["[PAD]", "<pad>"];
+
 /// A tokenizer plus the sequence length and truncation a model was trained with.
 #[derive(Clone)]
 pub struct ReviewEncoder {
     tokenizer: Tokenizer,
     seq_len: usize,
     truncation: Truncation,
+    pad_id: u32,
 }
 
 impl ReviewEncoder {
@@ -156,6 +161,11 @@ impl ReviewEncoder {
     ) -> Result<Self, EncodeError> {
         let mut tokenizer = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| EncodeError::Tokenizer(e.to_string()))?;
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| PAD_TOKENS.iter().find_map(|t| tokenizer.token_to_id(t)))
+            .unwrap_or(0);
         tokenizer
             .with_truncation(None)
             .map_err(|e| EncodeError::Tokenizer(e.to_string()))?;
@@ -170,6 +180,7 @@ impl ReviewEncoder {
             tokenizer,
             seq_len,
             truncation,
+            pad_id,
         })
     }
 
@@ -188,9 +199,10 @@ impl ReviewEncoder {
         self.tokenizer.get_vocab_size(true)
     }
 
-    /// The id of the padding token (`[PAD]` for BERT), or 0 if the tokenizer names none.
+    /// The id of the padding token: the one `tokenizer.json`'s padding names, else WordPiece's
+    /// `[PAD]` or SentencePiece's `<pad>` (1 in XLM-R's vocabulary), else 0.
     pub fn pad_id(&self) -> u32 {
-        self.tokenizer.token_to_id("[PAD]").unwrap_or(0)
+        self.pad_id
     }
 
     /// Cleans, tokenizes and truncates one review.
@@ -347,6 +359,64 @@ mod tests {
             "model":{{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"##","max_input_chars_per_word":100,"vocab":{{{}}}}}}}"###,
             vocab.join(",")
         )
+    }
+
+    /// An XLM-R-style SentencePiece (Unigram) tokenizer: `<s>` = 0 opens, `<pad>` = 1,
+    /// `</s>` = 2 closes, pieces marked with "▁" at the start of a word; `padding` as given.
+    fn unigram_json(padding: &str) -> String {
+        let pieces = [
+            ("<s>", 0.0),
+            ("<pad>", 0.0),
+            ("</s>", 0.0),
+            ("<unk>", 0.0),
+            ("▁", -2.0),
+            ("▁le", -3.0),
+            ("▁film", -3.0),
+            ("▁était", -4.0),
+            ("▁super", -4.0),
+            ("b", -5.0),
+            ("e", -5.0),
+        ];
+        let vocab: Vec<String> = pieces
+            .iter()
+            .map(|(p, score)| format!("[\"{p}\", {score}]"))
+            .collect();
+        let special =
+            |t: &str, id: u32| format!(r#""{t}":{{"id":"{t}","ids":[{id}],"tokens":["{t}"]}}"#);
+        format!(
+            r###"{{"version":"1.0","truncation":null,"padding":{padding},"added_tokens":[],
+            "normalizer":null,
+            "pre_tokenizer":{{"type":"Metaspace","replacement":"▁","prepend_scheme":"always","split":true}},
+            "post_processor":{{"type":"TemplateProcessing",
+              "single":[{{"SpecialToken":{{"id":"<s>","type_id":0}}}},{{"Sequence":{{"id":"A","type_id":0}}}},{{"SpecialToken":{{"id":"</s>","type_id":0}}}}],
+              "pair":[{{"Sequence":{{"id":"A","type_id":0}}}},{{"Sequence":{{"id":"B","type_id":0}}}}],
+              "special_tokens":{{{},{}}}}},
+            "decoder":null,
+            "model":{{"type":"Unigram","unk_id":3,"byte_fallback":false,"vocab":[{}]}}}}"###,
+            special("<s>", 0),
+            special("</s>", 2),
+            vocab.join(",")
+        )
+    }
+
+    #[test]
+    fn a_sentencepiece_tokenizer_brings_its_own_special_tokens_and_padding() {
+        let json = unigram_json("null");
+        let e = ReviewEncoder::from_bytes(json.as_bytes(), 5, Truncation::Tail).unwrap();
+        assert_eq!(e.pad_id(), 1, "XLM-R's <pad>, not WordPiece's 0");
+        let review = e.encode("le film<br />était super").unwrap();
+        assert_eq!(review.ids, vec![0, 5, 6, 7, 2], "<s> ▁le ▁film ▁était </s>");
+        assert_eq!(review.full_len, 6);
+        let (tokens, _) = e.tokens("le film").unwrap();
+        let specials: Vec<bool> = tokens.iter().map(|t| t.special).collect();
+        assert_eq!(specials, [true, false, false, true]);
+        // A padding the file sets wins over the token's name.
+        let padded = unigram_json(
+            r#"{"strategy":"BatchLongest","direction":"Right","pad_to_multiple_of":null,"pad_id":3,"pad_type_id":0,"pad_token":"<unk>"}"#,
+        );
+        let e = ReviewEncoder::from_bytes(padded.as_bytes(), 8, Truncation::Tail).unwrap();
+        assert_eq!(e.pad_id(), 3);
+        assert_eq!(e.encode("le film").unwrap().ids, vec![0, 5, 6, 2]);
     }
 
     fn encoder(seq_len: usize, truncation: Truncation) -> ReviewEncoder {

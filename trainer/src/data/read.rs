@@ -19,6 +19,9 @@ pub struct Example {
     pub label: u32,
     /// The value of the split column, if one was asked for (e.g. `train`, `test`).
     pub split: Option<String>,
+    /// The value of the group column, if one was asked for (e.g. a language), which an
+    /// evaluation reports on separately.
+    pub group: Option<String>,
     /// Where the example came from: the 1-based data row, or the file for a folder dataset.
     pub origin: String,
 }
@@ -34,6 +37,9 @@ pub struct DataOptions {
     pub positive: String,
     /// The column holding a predefined split (`train`/`validation`/`test`), if used.
     pub split_column: Option<String>,
+    /// A column whose values an evaluation reports on separately (e.g. `language`), if used.
+    #[serde(default)]
+    pub group_column: Option<String>,
     /// Refuse empty texts instead of skipping them.
     pub strict: bool,
 }
@@ -45,6 +51,7 @@ impl Default for DataOptions {
             label_column: "sentiment".into(),
             positive: "positive".into(),
             split_column: None,
+            group_column: None,
             strict: false,
         }
     }
@@ -79,6 +86,7 @@ struct RawRow {
     text: String,
     label: String,
     split: Option<String>,
+    group: Option<String>,
     origin: String,
 }
 
@@ -148,6 +156,7 @@ fn read_csv(path: &Path, text: &str, options: &DataOptions) -> Result<Vec<RawRow
     let text_col = column(&options.text_column)?;
     let label_col = column(&options.label_column)?;
     let split_col = options.split_column.as_deref().map(column).transpose()?;
+    let group_col = options.group_column.as_deref().map(column).transpose()?;
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let row = i + 1;
@@ -157,6 +166,7 @@ fn read_csv(path: &Path, text: &str, options: &DataOptions) -> Result<Vec<RawRow
             text: field(text_col),
             label: field(label_col),
             split: split_col.map(field),
+            group: group_col.map(field),
             origin: format!("row {row}"),
         });
     }
@@ -185,6 +195,7 @@ fn read_jsonl(path: &Path, text: &str, options: &DataOptions) -> Result<Vec<RawR
             text: field(&options.text_column)?,
             label: field(&options.label_column)?,
             split: options.split_column.as_deref().map(field).transpose()?,
+            group: options.group_column.as_deref().map(field).transpose()?,
             origin: format!("line {row}"),
         });
     }
@@ -210,6 +221,12 @@ fn read_acl_imdb(root: &Path, options: &DataOptions) -> Result<Vec<RawRow>> {
             "a data folder must hold pos/ and neg/, or train/pos, train/neg, test/pos, test/neg",
         ));
     }
+    if let Some(column) = &options.group_column {
+        return Err(Error::data(
+            root,
+            format!("a data folder has no columns: no '{column}' to group the reviews by"),
+        ));
+    }
     let mut rows = Vec::new();
     for (split, dir) in splits {
         for (folder, label) in [("neg", "negative"), ("pos", "positive")] {
@@ -226,6 +243,7 @@ fn read_acl_imdb(root: &Path, options: &DataOptions) -> Result<Vec<RawRow>> {
                     text,
                     label: label.to_string(),
                     split: options.split_column.as_ref().and(split.clone()),
+                    group: None,
                     origin: file.display().to_string(),
                 });
             }
@@ -314,6 +332,7 @@ fn resolve(path: &Path, rows: Vec<RawRow>, options: &DataOptions) -> Result<Data
             label: u32::from(row.label == labels.positive),
             text: row.text,
             split: row.split,
+            group: row.group,
             origin: row.origin,
         });
     }

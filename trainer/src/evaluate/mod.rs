@@ -53,6 +53,8 @@ pub enum Subset {
     Test,
     /// The validation subset.
     Validation,
+    /// Every row of `--data`: a file of test reviews only (e.g. `tests/data/`), not split.
+    All,
 }
 
 impl Subset {
@@ -61,6 +63,7 @@ impl Subset {
         match self {
             Subset::Test => "test",
             Subset::Validation => "validation",
+            Subset::All => "all",
         }
     }
 }
@@ -99,6 +102,15 @@ pub struct TunedThreshold {
     pub metrics: Metrics,
 }
 
+/// The metrics of the reviews sharing one value of the group column.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupMetrics {
+    /// The value (e.g. `fr`).
+    pub group: String,
+    /// Its reviews' metrics at the threshold in use.
+    pub metrics: Metrics,
+}
+
 /// A wrongly classified review, with how sure the model was.
 #[derive(Debug, Clone, Serialize)]
 pub struct WrongReview {
@@ -129,6 +141,9 @@ pub struct Evaluation {
     pub metrics: Metrics,
     /// The threshold tuned on validation, when asked for.
     pub tuned: Option<TunedThreshold>,
+    /// Metrics per value of the data's group column (e.g. per language), in order of the
+    /// value; empty without one.
+    pub groups: Vec<GroupMetrics>,
     /// Every threshold's rates on the subset, highest threshold first.
     pub curve: Vec<ThresholdPoint>,
     /// Token lengths of the subset's reviews before truncation.
@@ -245,10 +260,22 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
     let data = &loaded.data;
     let dataset = load_dataset(&data.path, &data.columns)?;
     check_labels(&loaded.labels, &dataset.labels, &data.path)?;
-    let splits = split(dataset.examples, &data.split, data.seed)?;
-    let mut chosen = match options.subset {
-        Subset::Test => splits.test,
-        Subset::Validation => splits.validation.clone(),
+    if options.subset == Subset::All && (options.data.is_none() || options.tune_threshold) {
+        return Err(Error::Setting(
+            "--subset all takes every row of --data, a file of test reviews: it needs --data and \
+             has no validation subset to tune a threshold on"
+                .into(),
+        ));
+    }
+    let (mut chosen, validation) = match options.subset {
+        Subset::All => (dataset.examples, Vec::new()),
+        subset => {
+            let splits = split(dataset.examples, &data.split, data.seed)?;
+            match subset {
+                Subset::Validation => (splits.validation.clone(), splits.validation),
+                _ => (splits.test, splits.validation),
+            }
+        }
     };
     if chosen.is_empty() {
         return Err(Error::data(
@@ -263,14 +290,10 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
     let (probabilities, token_lengths) = loaded.scorer.score(&chosen, "evaluate", options)?;
     let truth: Vec<u32> = chosen.iter().map(|e| e.label).collect();
     let metrics = compute(&probabilities, &truth, threshold);
+    let groups = group_metrics(&chosen, &probabilities, threshold);
     let tuned = if options.tune_threshold {
         let scored = (&chosen[..], &probabilities[..], &truth[..]);
-        Some(tune_threshold(
-            &loaded,
-            &splits.validation,
-            scored,
-            options,
-        )?)
+        Some(tune_threshold(&loaded, &validation, scored, options)?)
     } else {
         None
     };
@@ -283,6 +306,7 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
         labels: loaded.labels,
         curve: threshold_curve(&probabilities, &truth),
         metrics,
+        groups,
         tuned,
         token_lengths,
         seq_len: loaded.seq_len,
@@ -294,6 +318,25 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
         probabilities,
         truth,
     })
+}
+
+/// The metrics of each value of the examples' group column, in order of the value.
+fn group_metrics(examples: &[Example], probabilities: &[f32], threshold: f64) -> Vec<GroupMetrics> {
+    let mut groups: std::collections::BTreeMap<&str, (Vec<f32>, Vec<u32>)> = Default::default();
+    for (e, &p) in examples.iter().zip(probabilities) {
+        if let Some(group) = &e.group {
+            let (probs, truth) = groups.entry(group).or_default();
+            probs.push(p);
+            truth.push(e.label);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, (probs, truth))| GroupMetrics {
+            group: group.to_string(),
+            metrics: compute(&probs, &truth, threshold),
+        })
+        .collect()
 }
 
 /// The threshold Youden's J picks on the validation subset, and the evaluated subset's metrics

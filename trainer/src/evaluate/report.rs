@@ -110,6 +110,9 @@ fn summary(body: &mut String, e: &Evaluation) {
             &t.metrics,
         ));
     }
+    for g in &e.groups {
+        body.push_str(&metrics_row(&g.group, &g.metrics));
+    }
     body.push_str("</table></section>");
 }
 

@@ -292,6 +292,15 @@ impl Bert {
         Ok(Self { embeddings, layers })
     }
 
+    /// Keeps the word embeddings out of training: the forward pass reads them detached from
+    /// their variable, so no gradient reaches it (the variable, and so every checkpoint, keeps
+    /// the loaded values).
+    pub fn freeze_word_embeddings(&mut self) {
+        let table = self.embeddings.word.embeddings().detach();
+        let hidden = self.embeddings.word.hidden_size();
+        self.embeddings.word = Embedding::new(table, hidden);
+    }
+
     /// Encodes `input_ids` (`[batch, seq]`, u32) where `attention_mask` (`[batch, seq]`, f32)
     /// is 1 for tokens and 0 for padding; returns `[batch, seq, hidden]`. Drop-out is applied
     /// when `rng` is given (training), not otherwise (evaluation).

@@ -105,6 +105,9 @@ pub enum Head {
     FromFile,
 }
 
+/// The word embeddings' variable, which `feelings train --freeze-embeddings` keeps as loaded.
+pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
 /// The architecture `config.json` names for a model with this head.
 pub const SEQUENCE_CLASSIFICATION: &str = "BertForSequenceClassification";
 
@@ -213,6 +216,12 @@ impl CandleClassifier {
     /// The model's configuration.
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// Keeps the word embeddings ([`WORD_EMBEDDINGS`]) as loaded: no gradient reaches them.
+    /// Build the optimiser without them.
+    pub fn freeze_word_embeddings(&mut self) {
+        self.bert.freeze_word_embeddings();
     }
 
     /// Every trainable variable by name (encoder names as in the base model, head under

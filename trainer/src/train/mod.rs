@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::model::{checkpoint_config, CandleClassifier, Head, ModelFiles};
+use crate::model::{checkpoint_config, CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS};
 use crate::train::epoch::{derive_seed, evaluate_subset, train_epoch, Steps, TrainEpoch};
 use crate::train::optim::{AdamW, Schedule};
 use crate::train::partial::PartialEpoch;
@@ -167,7 +167,7 @@ fn restore(ctx: &RunContext, resuming: bool) -> Result<Restored> {
     let mut records = dir.records()?;
     records.truncate(if resuming { records.len() } else { 0 });
     let done = records.len();
-    let (model, mut step) = if done == 0 {
+    let (mut model, mut step) = if done == 0 {
         // A run continued from a checkpoint keeps its head unless asked for a new one.
         let head = match &settings.from {
             Some(parent) if !parent.new_head => Head::FromFile,
@@ -182,7 +182,13 @@ fn restore(ctx: &RunContext, resuming: bool) -> Result<Restored> {
         info!("resuming after epoch {done} from {}", last.display());
         (model, records[done - 1].global_step)
     };
-    let mut optimizer = AdamW::new(model.varmap(), settings.optimizer)?;
+    let frozen: &[&str] = if settings.freeze_embeddings {
+        model.freeze_word_embeddings();
+        &[WORD_EMBEDDINGS]
+    } else {
+        &[]
+    };
+    let mut optimizer = AdamW::new(model.varmap(), settings.optimizer, frozen)?;
     if done > 0 {
         optimizer.load(&dir.checkpoint(done).join(OPTIMIZER_FILE), step)?;
     }

@@ -65,14 +65,16 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimiser with zero moments for every variable of `varmap`.
-    pub fn new(varmap: &VarMap, config: AdamWConfig) -> Result<Self> {
+    /// An optimiser with zero moments for every variable of `varmap` but the `frozen` ones,
+    /// which it never changes.
+    pub fn new(varmap: &VarMap, config: AdamWConfig, frozen: &[&str]) -> Result<Self> {
         let data = varmap
             .data()
             .lock()
             .expect("the variable map lock is never poisoned: no code panics while holding it");
         let mut params = data
             .iter()
+            .filter(|(name, _)| !frozen.contains(&name.as_str()))
             .map(|(name, var)| {
                 Ok(Param {
                     name: name.clone(),
@@ -265,7 +267,7 @@ mod tests {
             max_grad_norm: 100.0,
             ..AdamWConfig::default()
         };
-        let mut opt = AdamW::new(&varmap, config).unwrap();
+        let mut opt = AdamW::new(&varmap, config, &[]).unwrap();
         // loss = 3 w0 + w1 - 2 b  → g = [3, 1], [-2]
         let loss = ((w.as_tensor().to_dtype(DType::F32).unwrap()
             * &Tensor::new(&[3f32, 1.0], &Device::Cpu).unwrap())
@@ -296,7 +298,7 @@ mod tests {
         let varmap = VarMap::new();
         let w = Var::from_tensor(&Tensor::new(&[0f32, 0.0], &Device::Cpu).unwrap()).unwrap();
         varmap.data().lock().unwrap().insert("w".into(), w.clone());
-        let mut opt = AdamW::new(&varmap, AdamWConfig::default()).unwrap();
+        let mut opt = AdamW::new(&varmap, AdamWConfig::default(), &[]).unwrap();
         let target = Tensor::new(&[30f32, 40.0], &Device::Cpu).unwrap();
         let grads = (w.as_tensor() * &target)
             .unwrap()
@@ -316,7 +318,7 @@ mod tests {
             (m[0] - 0.06).abs() < 1e-6 && (m[1] - 0.08).abs() < 1e-6,
             "{m:?}"
         );
-        let mut restored = AdamW::new(&varmap, AdamWConfig::default()).unwrap();
+        let mut restored = AdamW::new(&varmap, AdamWConfig::default(), &[]).unwrap();
         restored.load(&path, 1).unwrap();
         assert_eq!(restored.steps(), 1);
         restored

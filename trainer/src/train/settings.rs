@@ -44,6 +44,10 @@ pub struct TrainSettings {
     pub monitor: Monitor,
     /// Seed of the split, the shuffles, the head's initialisation and drop-out.
     pub seed: u64,
+    /// Keep the word embeddings as loaded: no gradient, no optimiser state (for large
+    /// vocabularies, where the embedding's dense update dominates a step).
+    #[serde(default)]
+    pub freeze_embeddings: bool,
     /// The run and checkpoint this run continues from (`feelings train --from`): `model` is
     /// then that checkpoint's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +85,7 @@ impl TrainSettings {
             patience: Some(1),
             monitor: Monitor::Loss,
             seed: 42,
+            freeze_embeddings: false,
             from: None,
         }
     }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use feelings_core::Bundle;
+use feelings_trainer::data::DataOptions;
 use feelings_trainer::evaluate::compare::{compare_runs, comparison_html};
 use feelings_trainer::evaluate::report::evaluation_html;
 use feelings_trainer::evaluate::{
@@ -117,6 +118,75 @@ fn a_run_through_candle_and_its_bundle_through_tract_agree_and_report_every_sect
     elsewhere.metrics.threshold = 0.3;
     let err = record_test_metrics(&elsewhere).unwrap_err().to_string();
     assert!(err.contains("another threshold"), "{err}");
+}
+
+#[test]
+fn every_row_of_a_file_is_evaluated_with_metrics_per_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = run_and_bundle(dir.path());
+    // Three "languages" of 7, 6 and 5 reviews, in an order the groups do not follow.
+    let rows = feelings_trainer::fixtures::reviews(18, 5);
+    let data = dir.path().join("languages.csv");
+    let mut w = csv::Writer::from_path(&data).unwrap();
+    w.write_record(["language", "review", "sentiment"]).unwrap();
+    let language = |i: usize| ["sv", "fr", "ja"][if i < 5 { 2 } else { i % 2 }];
+    for (i, (text, label)) in rows.iter().enumerate() {
+        w.write_record([language(i), text.as_str(), label]).unwrap();
+    }
+    w.flush().unwrap();
+    let choice = |group_column: Option<&str>| DataChoice {
+        path: data.clone(),
+        columns: DataOptions {
+            group_column: group_column.map(str::to_string),
+            ..DataOptions::default()
+        },
+        split: Default::default(),
+        seed: 42,
+    };
+    let every_row = |group_column: Option<&str>| EvaluateOptions {
+        data: Some(choice(group_column)),
+        subset: Subset::All,
+        tune_threshold: false,
+        ..options()
+    };
+    let e = evaluate_source(&bundle, &every_row(Some("language"))).unwrap();
+    assert_eq!(e.metrics.count, 18, "every row, none held back");
+    let groups: Vec<(&str, usize)> = e
+        .groups
+        .iter()
+        .map(|g| (g.group.as_str(), g.metrics.count))
+        .collect();
+    assert_eq!(groups, [("fr", 7), ("ja", 5), ("sv", 6)]);
+    // Each group's decisions are the whole file's, counted apart.
+    let correct = |m: &feelings_trainer::evaluate::metrics::Metrics| m.accuracy * m.count as f64;
+    let by_group: f64 = e.groups.iter().map(|g| correct(&g.metrics)).sum();
+    assert!((by_group - correct(&e.metrics)).abs() < 1e-9);
+    let html = evaluation_html(&e);
+    for g in ["fr", "ja", "sv"] {
+        assert!(
+            html.contains(&format!(r#"<td class="text">{g}</td>"#)),
+            "{g}"
+        );
+    }
+    // Without a group column there are no groups; a missing one is named.
+    assert!(evaluate_source(&bundle, &every_row(None))
+        .unwrap()
+        .groups
+        .is_empty());
+    let err = evaluate_source(&bundle, &every_row(Some("lang")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no column 'lang'") && err.contains("language"),
+        "{err}"
+    );
+    // Every row has no validation subset to tune on.
+    let tuning = EvaluateOptions {
+        tune_threshold: true,
+        ..every_row(None)
+    };
+    let err = evaluate_source(&bundle, &tuning).unwrap_err().to_string();
+    assert!(err.contains("--subset all"), "{err}");
 }
 
 #[test]

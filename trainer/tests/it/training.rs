@@ -93,7 +93,7 @@ fn loss_falls_on_a_fixed_batch() {
         lr: 1e-2,
         ..AdamWConfig::default()
     };
-    let mut opt = AdamW::new(model.varmap(), config).unwrap();
+    let mut opt = AdamW::new(model.varmap(), config, &[]).unwrap();
     let mut losses = Vec::new();
     for _ in 0..25 {
         let logits = model
@@ -107,6 +107,43 @@ fn loss_falls_on_a_fixed_batch() {
         losses[24] < 0.5 * losses[0],
         "loss did not fall: {losses:?}"
     );
+}
+
+#[test]
+fn frozen_word_embeddings_stay_as_loaded_while_the_rest_learns() {
+    let word = "embeddings.word_embeddings.weight";
+    let query = "encoder.layer.0.attention.self.query.weight";
+    // Checkpoints write `bert.`-prefixed names; the base model also holds integer tensors.
+    let named = |file: &Path, name: &str| -> Vec<f32> {
+        let all = candle_core::safetensors::load(file, &Device::Cpu).unwrap();
+        let found = all.iter().find(|(n, _)| n.ends_with(name));
+        let tensor = found.unwrap_or_else(|| panic!("no {name}")).1;
+        tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    for freeze in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = tiny_settings(dir.path());
+        settings.epochs = 1;
+        settings.freeze_embeddings = freeze;
+        let base = settings.model.join("model.safetensors");
+        let out = dir.path().join("run");
+        train(settings, &out, false, &options(None)).unwrap();
+        let checkpoint = out.join("checkpoint-epoch-1");
+        let trained = checkpoint.join("model.safetensors");
+        let moved = |name| largest_difference(name, &named(&base, name), &named(&trained, name));
+        assert!(moved(query) > 1e-4, "the encoder learns either way");
+        assert_eq!(
+            moved(word) == 0.0,
+            freeze,
+            "word embeddings moved by {}",
+            moved(word)
+        );
+        let moments =
+            candle_core::safetensors::load(checkpoint.join("optimizer.safetensors"), &Device::Cpu)
+                .unwrap();
+        assert_eq!(moments.contains_key(&format!("m.{word}")), !freeze);
+        assert!(moments.contains_key(&format!("m.{query}")));
+    }
 }
 
 #[test]

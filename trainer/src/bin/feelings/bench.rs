@@ -39,6 +39,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,16",
           value_parser = values::count_in(1, MAX_BENCH_COUNT))]
     infer_batch: Vec<usize>,
+    /// Time training steps with the word embeddings kept out of training (as `feelings train
+    /// --freeze-embeddings`); the PyTorch peer still updates them.
+    #[arg(long, requires = "model")]
+    freeze_embeddings: bool,
     /// Timed training steps per sequence length (the median is reported), 1 to 100000.
     #[arg(long, default_value_t = 5, value_parser = values::count_in(1, MAX_BENCH_COUNT))]
     steps: usize,
@@ -141,12 +145,20 @@ fn train_rows(
     let mut rows = Vec::new();
     for &seq in &args.seq {
         let (batch, warmup, steps) = (args.batch_size, args.warmup, args.steps);
-        let t = bench::time_train_steps(&files, &texts, seq, batch, warmup, steps, device)?;
+        let plan = bench::StepPlan {
+            seq_len: seq,
+            batch_size: batch,
+            warmup,
+            steps,
+            freeze_embeddings: args.freeze_embeddings,
+        };
+        let t = bench::time_train_steps(&files, &texts, &plan, device)?;
         let mut row = serde_json::to_value(&t)?;
         row["what"] = "train_step".into();
         row["seq"] = seq.into();
         row["batch"] = batch.into();
         row["ours_ms"] = (1000.0 * t.step_s).into();
+        row["frozen_embeddings"] = args.freeze_embeddings.into();
         if let Some(peers) = &args.peers {
             let flags = [
                 ("--model-dir", model.display().to_string()),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use feelings_trainer::data::DataOptions;
 use feelings_trainer::device;
 use feelings_trainer::evaluate::compare::{compare_runs, comparison_html, summary_text};
 use feelings_trainer::evaluate::metrics::{Metrics, COLUMNS_HEADER};
@@ -32,6 +33,9 @@ pub struct EvaluateArgs {
     /// With --data: seed of the split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// With --data: also report the metrics per value of this column (e.g. `language`).
+    #[arg(long, requires = "data")]
+    group_column: Option<String>,
     /// The subset to evaluate on.
     #[arg(long, value_enum, default_value = "test")]
     subset: SubsetArg,
@@ -69,8 +73,12 @@ pub struct EvaluateArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SubsetArg {
+    /// The held-out test subset of the split.
     Test,
+    /// The validation subset of the split.
     Validation,
+    /// Every row of --data, not split: a file of test reviews only.
+    All,
 }
 
 #[derive(Args)]
@@ -88,13 +96,17 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     let options = EvaluateOptions {
         data: args.data.clone().map(|path| DataChoice {
             path,
-            columns: args.columns.options(args.split.split_column.clone()),
+            columns: DataOptions {
+                group_column: args.group_column.clone(),
+                ..args.columns.options(args.split.split_column.clone())
+            },
             split: args.split.options(None, None),
             seed: args.seed,
         }),
         subset: match args.subset {
             SubsetArg::Test => Subset::Test,
             SubsetArg::Validation => Subset::Validation,
+            SubsetArg::All => Subset::All,
         },
         max: args.max,
         threshold: args.threshold,
@@ -136,6 +148,7 @@ fn json_summary(e: &Evaluation) -> serde_json::Value {
         "checkpoint": e.checkpoint,
         "subset": e.subset,
         "metrics": e.metrics,
+        "groups": e.groups,
         "tuned": e.tuned,
     })
 }
@@ -143,19 +156,25 @@ fn json_summary(e: &Evaluation) -> serde_json::Value {
 fn print_summary(e: &Evaluation) {
     let m = &e.metrics;
     println!(
-        "{} ({}{}), {} {} reviews",
+        "{} ({}{}), {} {}",
         e.source.display(),
         e.engine,
         e.checkpoint
             .map_or(String::new(), |c| format!(", checkpoint of epoch {c}")),
         m.count,
-        e.subset.name()
+        match e.subset {
+            Subset::All => "reviews (every row)".to_string(),
+            subset => format!("{} reviews", subset.name()),
+        }
     );
     println!("{:<22} {COLUMNS_HEADER}", "");
     let row = |name: &str, m: &Metrics| println!("{name:<22} {}", m.columns());
     row("model's threshold", m);
     if let Some(t) = &e.tuned {
         row("tuned (Youden's J)", &t.metrics);
+    }
+    for g in &e.groups {
+        row(&format!("{} ({})", g.group, g.metrics.count), &g.metrics);
     }
     let c = &m.confusion;
     println!(

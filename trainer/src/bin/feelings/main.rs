@@ -131,6 +131,7 @@ impl DataArgs {
             label_column: self.label_column.clone(),
             positive: self.positive.clone(),
             split_column,
+            group_column: None,
             strict: self.strict,
         }
     }

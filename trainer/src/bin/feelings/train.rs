@@ -83,6 +83,11 @@ pub struct TrainArgs {
     /// Never stop early.
     #[arg(long)]
     no_early_stopping: bool,
+    /// Keep the word embeddings as loaded (no gradient, no AdamW moments): for a base model
+    /// with a large vocabulary (multilingual-e5-small: 250,037 rows), whose dense embedding
+    /// update dominates a step.
+    #[arg(long)]
+    freeze_embeddings: bool,
     /// Validation metric that marks the best checkpoint and drives early stopping.
     #[arg(long, value_enum, default_value = "loss")]
     monitor: MonitorArg,
@@ -224,6 +229,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ..AdamWConfig::default()
         };
         settings.warmup_fraction = args.warmup;
+        settings.freeze_embeddings = args.freeze_embeddings;
         settings.patience = (!args.no_early_stopping).then_some(args.patience);
         settings.monitor = match args.monitor {
             MonitorArg::Loss => Monitor::Loss,
