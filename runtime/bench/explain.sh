@@ -34,8 +34,9 @@ with open(f"{sys.argv[2]}/review.csv", "w", newline="") as f:
         w.writerow([review, label])
 PY
 
-# Natively, the bundle's weight-only int8 export (the same weights, products in f32): tract's
-# integer products are slow on x86-64 CPUs without VNNI (about 5 s per review on AVX2 alone).
+# Natively, the bundle's weight-only int8 export (the same weights, products in f32), as the
+# README's figures were measured: then tract's integer products took about 5 s per review on
+# x86-64 CPUs without VNNI (ours run there now: about 0.13 s).
 "$bin/feelings" export "$bundle" --out "$work/int8" --quantize int8 >/dev/null
 echo "== faithfulness, 200 test reviews"
 "$bin/feelings" explain "$work/int8" --data "$data" --split-column split --reviews 200 --threads 2 | tail -1

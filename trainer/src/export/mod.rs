@@ -4,6 +4,7 @@
 pub mod from_bundle;
 pub mod hf_layout;
 pub mod onnx;
+pub mod trim_vocab;
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,9 @@ pub struct ExportOptions {
     /// Tokens the deployed model reads; the training sequence length if `None`. Positions
     /// beyond the training length keep their pretrained embeddings, not fine-tuned ones.
     pub seq_len: Option<usize>,
+    /// Corpus files whose texts' pieces (with the special and single-character ones) are the
+    /// only ones kept (see [`trim_vocab`]); the whole vocabulary when empty.
+    pub trim_vocab: Vec<std::path::PathBuf>,
 }
 
 impl Default for ExportOptions {
@@ -54,6 +58,7 @@ impl Default for ExportOptions {
             threshold: 0.5,
             name: None,
             seq_len: None,
+            trim_vocab: Vec::new(),
         }
     }
 }
@@ -115,6 +120,15 @@ pub(crate) fn open_source(
     out: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSource> {
+    let opened = open_untrimmed(source, out, options)?;
+    match options.trim_vocab.is_empty() {
+        true => Ok(opened),
+        false => trim_vocab::trim(opened, &options.trim_vocab),
+    }
+}
+
+/// [`open_source`] before any `--trim-vocab`.
+fn open_untrimmed(source: &Path, out: &Path, options: &ExportOptions) -> Result<ExportSource> {
     if source.join(MANIFEST_FILE).is_file() {
         return open_bundle(source, options);
     }

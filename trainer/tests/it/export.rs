@@ -769,3 +769,71 @@ fn a_bundle_exports_again_at_another_precision_from_its_own_weights() {
     let err = export_bundle(&int8, &dir.path().join("e"), false, &options).unwrap_err();
     assert!(err.to_string().contains("is a bundle"), "{err}");
 }
+
+#[test]
+fn a_vocabulary_trimmed_to_a_corpus_gives_its_texts_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    // A corpus that never says "plot" or "hated" (nor "is": no review of the fixture does).
+    let corpus_rows: Vec<(String, &str)> = reviews(40, 9)
+        .into_iter()
+        .filter(|(text, _)| !text.contains("plot") && !text.contains("hated"))
+        .collect();
+    let corpus = dir.path().join("corpus.csv");
+    write_csv(&corpus, &corpus_rows);
+    let used: std::collections::BTreeSet<&str> = corpus_rows
+        .iter()
+        .flat_map(|(text, _)| text.split(' '))
+        .collect();
+    let trimmed_options = ExportOptions {
+        trim_vocab: vec![corpus.clone()],
+        ..export_options(Precision::F32)
+    };
+    let (full, trimmed) = (dir.path().join("full"), dir.path().join("trimmed"));
+    export_bundle(&run, &full, false, &export_options(Precision::F32)).unwrap();
+    export_bundle(&run, &trimmed, false, &trimmed_options).unwrap();
+    let (full, trimmed) = (
+        Bundle::read_dir(&full).unwrap(),
+        Bundle::read_dir(&trimmed).unwrap(),
+    );
+    assert_eq!(full.manifest.vocab_size, 4 + WORDS.len());
+    // The 4 special tokens and the corpus's words: the tiny vocabulary has no single characters.
+    assert_eq!(trimmed.manifest.vocab_size, 4 + used.len());
+    assert!(!used.contains("plot") && used.len() < WORDS.len());
+    assert!(trimmed.model.len() < full.model.len());
+    let (full, trimmed) = (
+        TractClassifier::new(&full).unwrap(),
+        TractClassifier::new(&trimmed).unwrap(),
+    );
+    for (text, _) in &corpus_rows {
+        let (a, b) = (
+            full.classify(text).unwrap(),
+            trimmed.classify(text).unwrap(),
+        );
+        assert_eq!(a.label, b.label);
+        assert!(
+            (a.score - b.score).abs() < 1e-6,
+            "{text}: {} vs {}",
+            a.score,
+            b.score
+        );
+    }
+    // A word the corpus never used becomes [UNK], and the review is still classified.
+    let unseen = trimmed.encoder().encode("the plot was boring").unwrap();
+    assert_eq!(unseen.ids.len(), 6);
+    trimmed.classify("the plot was boring").unwrap();
+    // A corpus without texts where they should be is refused, naming the file and the column.
+    let wrong = dir.path().join("wrong.csv");
+    std::fs::write(&wrong, "text,sentiment\nfine,positive\n").unwrap();
+    let options = ExportOptions {
+        trim_vocab: vec![wrong],
+        ..export_options(Precision::F32)
+    };
+    let err = export_bundle(&run, &dir.path().join("w"), false, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wrong.csv") && err.contains("no column 'review'"),
+        "{err}"
+    );
+}

@@ -50,6 +50,13 @@ pub struct ExportArgs {
     /// Replace a bundle already in --out.
     #[arg(long)]
     overwrite: bool,
+    /// Keep only the word pieces the texts of this corpus use (a CSV with a `review` column,
+    /// gzip allowed, or one text per line), every special token and every single-character
+    /// piece, so any text still tokenises; repeat for more files. Those texts get the same
+    /// logits; the model shrinks by the rows dropped (a multilingual vocabulary is mostly
+    /// pieces no review uses). WordPiece and Unigram tokenizers.
+    #[arg(long, value_name = "CORPUS")]
+    trim_vocab: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -95,6 +102,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         threshold: args.threshold.unwrap_or(0.5) as f32,
         name: args.name,
         seq_len: args.seq_len,
+        trim_vocab: args.trim_vocab,
     };
     if args.layout == LayoutArg::Hf {
         let exported = export_hf_layout(&args.run, &args.out, args.overwrite, &options)?;
