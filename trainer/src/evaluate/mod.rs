@@ -77,6 +77,8 @@ pub struct EvaluateOptions {
     pub subset: Subset,
     /// Evaluate at most this many reviews of it (the first of its seeded shuffle).
     pub max: Option<usize>,
+    /// With `max`: the shortest reviews of the subset (in characters), not the first ones.
+    pub shortest: bool,
     /// The decision threshold; the model's own (0.5, or the bundle's) when absent.
     pub threshold: Option<f64>,
     /// Also find the threshold maximising Youden's J on the validation subset.
@@ -282,6 +284,9 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
             &data.path,
             format!("the {} subset is empty", options.subset.name()),
         ));
+    }
+    if options.shortest {
+        chosen.sort_by_key(|e| e.text.chars().count());
     }
     if let Some(max) = options.max {
         chosen.truncate(max);

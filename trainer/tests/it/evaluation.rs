@@ -18,6 +18,7 @@ fn options() -> EvaluateOptions {
         data: None,
         subset: Subset::Test,
         max: None,
+        shortest: false,
         threshold: None,
         tune_threshold: true,
         checkpoint: None,
@@ -168,6 +169,21 @@ fn every_row_of_a_file_is_evaluated_with_metrics_per_language() {
             "{g}"
         );
     }
+    // The shortest reviews, in characters (each word a token of the tiny vocabulary, plus
+    // [CLS] and [SEP]).
+    let shortest = EvaluateOptions {
+        max: Some(5),
+        shortest: true,
+        ..every_row(None)
+    };
+    let mut by_length: Vec<&str> = rows.iter().map(|(text, _)| text.as_str()).collect();
+    by_length.sort_by_key(|text| text.chars().count());
+    let expected: Vec<usize> = by_length[..5]
+        .iter()
+        .map(|text| text.split(' ').count() + 2)
+        .collect();
+    let e = evaluate_source(&bundle, &shortest).unwrap();
+    assert_eq!(e.token_lengths, expected);
     // Without a group column there are no groups; a missing one is named.
     assert!(evaluate_source(&bundle, &every_row(None))
         .unwrap()

@@ -42,6 +42,10 @@ pub struct EvaluateArgs {
     /// Evaluate at most this many reviews of the subset (a fixed sample for a given seed).
     #[arg(long, value_parser = values::positive_count)]
     max: Option<usize>,
+    /// Evaluate the N shortest reviews of the subset (in characters) instead: short reviews
+    /// say less, and long ones are cut.
+    #[arg(long, value_name = "N", value_parser = values::positive_count, conflicts_with = "max")]
+    shortest: Option<usize>,
     /// Call a review positive from this probability (0 to 1) on [default: the model's own, 0.5
     /// for a run].
     #[arg(long, conflicts_with = "tune_threshold", value_parser = values::probability)]
@@ -108,7 +112,8 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
             SubsetArg::Validation => Subset::Validation,
             SubsetArg::All => Subset::All,
         },
-        max: args.max,
+        max: args.max.or(args.shortest),
+        shortest: args.shortest.is_some(),
         threshold: args.threshold,
         tune_threshold: args.tune_threshold,
         checkpoint: args.checkpoint,
