@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::data::batch::make_batch;
 use crate::data::encode::{encode_chunks, ENCODE_CHUNK};
 use crate::error::{Error, Result};
-use crate::model::{CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS};
+use crate::model::{CandleClassifier, Head, ModelFiles};
 use crate::train::optim::{AdamW, AdamWConfig};
 
 /// The first `needed` of `texts` that fill the encoder's sequence length, as token ids, with
@@ -130,12 +130,7 @@ pub fn time_train_steps(
     let (ids, picked) = full_length(&encoder, &strings, needed)?;
     let labels: Vec<u32> = picked.iter().map(|&i| texts[i].1).collect();
     let mut model = CandleClassifier::load(files, device, Head::Fresh { seed: 0 })?;
-    let frozen: &[&str] = if freeze_embeddings {
-        model.freeze_word_embeddings();
-        &[WORD_EMBEDDINGS]
-    } else {
-        &[]
-    };
+    let frozen = model.freeze_word_embeddings(freeze_embeddings);
     let mut optimizer = AdamW::new(model.varmap(), AdamWConfig::default(), frozen)?;
     let mut rng = SmallRng::seed_from_u64(0);
     let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);

@@ -269,14 +269,16 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
                 .into(),
         ));
     }
+    let examples = dataset.examples;
     let (mut chosen, validation) = match options.subset {
-        Subset::All => (dataset.examples, Vec::new()),
-        subset => {
-            let splits = split(dataset.examples, &data.split, data.seed)?;
-            match subset {
-                Subset::Validation => (splits.validation.clone(), splits.validation),
-                _ => (splits.test, splits.validation),
-            }
+        Subset::All => (examples, Vec::new()),
+        Subset::Test => {
+            let splits = split(examples, &data.split, data.seed)?;
+            (splits.test, splits.validation)
+        }
+        Subset::Validation => {
+            let splits = split(examples, &data.split, data.seed)?;
+            (splits.validation.clone(), splits.validation)
         }
     };
     if chosen.is_empty() {

@@ -218,10 +218,14 @@ impl CandleClassifier {
         &self.config
     }
 
-    /// Keeps the word embeddings ([`WORD_EMBEDDINGS`]) as loaded: no gradient reaches them.
-    /// Build the optimiser without them.
-    pub fn freeze_word_embeddings(&mut self) {
+    /// Keeps the word embeddings as loaded when `freeze`: no gradient reaches them. Returns
+    /// the variables the optimiser must leave out (none unless `freeze`).
+    pub fn freeze_word_embeddings(&mut self, freeze: bool) -> &'static [&'static str] {
+        if !freeze {
+            return &[];
+        }
         self.bert.freeze_word_embeddings();
+        &[WORD_EMBEDDINGS]
     }
 
     /// Every trainable variable by name (encoder names as in the base model, head under

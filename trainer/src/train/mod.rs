@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::model::{checkpoint_config, CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS};
+use crate::model::{checkpoint_config, CandleClassifier, Head, ModelFiles};
 use crate::train::epoch::{derive_seed, evaluate_subset, train_epoch, Steps, TrainEpoch};
 use crate::train::optim::{AdamW, Schedule};
 use crate::train::partial::PartialEpoch;
@@ -182,12 +182,7 @@ fn restore(ctx: &RunContext, resuming: bool) -> Result<Restored> {
         info!("resuming after epoch {done} from {}", last.display());
         (model, records[done - 1].global_step)
     };
-    let frozen: &[&str] = if settings.freeze_embeddings {
-        model.freeze_word_embeddings();
-        &[WORD_EMBEDDINGS]
-    } else {
-        &[]
-    };
+    let frozen = model.freeze_word_embeddings(settings.freeze_embeddings);
     let mut optimizer = AdamW::new(model.varmap(), settings.optimizer, frozen)?;
     if done > 0 {
         optimizer.load(&dir.checkpoint(done).join(OPTIMIZER_FILE), step)?;
