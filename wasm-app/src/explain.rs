@@ -13,7 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::encode::line_break_at;
+pub use crate::sentences::Span;
+use crate::sentences::{sentences, words};
 
 /// Variants classified per explanation unless told otherwise: a 48-word review by words.
 pub const DEFAULT_MAX_UNITS: usize = 48;
@@ -34,15 +35,6 @@ pub enum Granularity {
     Passage,
     /// A run of consecutive words, for a long review that is all one sentence.
     Phrase,
-}
-
-/// A unit's place in the review as given: byte offsets, `start..end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Span {
-    /// The first byte.
-    pub start: usize,
-    /// One past the last byte.
-    pub end: usize,
 }
 
 /// The units of one review and the variants that leave each out.
@@ -173,81 +165,6 @@ fn runs(spans: &[Span], count: usize) -> Vec<Span> {
             end: spans[(i + 1) * n / count - 1].end,
         })
         .collect()
-}
-
-/// A word and whether a sentence ends after it.
-struct Word {
-    span: Span,
-    ends_sentence: bool,
-}
-
-/// The words of `text`: runs of characters between whitespace and HTML line breaks; a sentence
-/// ends after a word ending in `.`, `!`, `?` or `…` (closing quotes and brackets aside) and at
-/// every line break or newline.
-fn words(text: &str) -> Vec<Word> {
-    let mut words: Vec<Word> = Vec::new();
-    let mut start: Option<usize> = None;
-    let mut at = 0;
-    while at < text.len() {
-        let rest = &text[at..];
-        let (gap, breaks_line) = match line_break_at(rest) {
-            Some(len) => (len, true),
-            None => {
-                let c = rest.chars().next().expect("at is below the length");
-                (if c.is_whitespace() { c.len_utf8() } else { 0 }, c == '\n')
-            }
-        };
-        if gap == 0 {
-            start.get_or_insert(at);
-            at += rest.chars().next().map_or(1, char::len_utf8);
-            continue;
-        }
-        if let Some(s) = start.take() {
-            words.push(word(text, s, at));
-        }
-        if breaks_line {
-            if let Some(last) = words.last_mut() {
-                last.ends_sentence = true;
-            }
-        }
-        at += gap;
-    }
-    if let Some(s) = start {
-        words.push(word(text, s, text.len()));
-    }
-    words
-}
-
-fn word(text: &str, start: usize, end: usize) -> Word {
-    let closing: &[char] = &['"', '\'', ')', ']', '”', '’', '»'];
-    let bare = text[start..end].trim_end_matches(closing);
-    Word {
-        span: Span { start, end },
-        ends_sentence: bare.ends_with(['.', '!', '?', '…']),
-    }
-}
-
-/// The sentences the words make (see [`words`]).
-fn sentences(words: &[Word]) -> Vec<Span> {
-    let mut sentences = Vec::new();
-    let mut start = None;
-    for w in words {
-        let s = *start.get_or_insert(w.span.start);
-        if w.ends_sentence {
-            sentences.push(Span {
-                start: s,
-                end: w.span.end,
-            });
-            start = None;
-        }
-    }
-    if let (Some(s), Some(last)) = (start, words.last()) {
-        sentences.push(Span {
-            start: s,
-            end: last.span.end,
-        });
-    }
-    sentences
 }
 
 #[cfg(test)]

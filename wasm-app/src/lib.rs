@@ -18,6 +18,7 @@ mod labels;
 pub mod manifest;
 mod ops;
 pub mod profile;
+pub mod sentences;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 pub mod wasi;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]

@@ -12,6 +12,7 @@ pub mod svg;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use feelings_core::sentences::Excerpt;
 use feelings_core::{is_positive, Bundle, Labels, ReviewEncoder, Truncation};
 use serde::Serialize;
 
@@ -79,6 +80,8 @@ pub struct EvaluateOptions {
     pub max: Option<usize>,
     /// With `max`: the shortest reviews of the subset (in characters), not the first ones.
     pub shortest: bool,
+    /// Only these sentences of each review (e.g. its last two), a short-review slice.
+    pub excerpt: Option<Excerpt>,
     /// The decision threshold; the model's own (0.5, or the bundle's) when absent.
     pub threshold: Option<f64>,
     /// Also find the threshold maximising Youden's J on the validation subset.
@@ -137,6 +140,8 @@ pub struct Evaluation {
     pub checkpoint: Option<usize>,
     /// The subset's name.
     pub subset: Subset,
+    /// The sentences of each review evaluated, when not all of them.
+    pub excerpt: Option<Excerpt>,
     /// The two classes.
     pub labels: Labels,
     /// Metrics at the threshold in use.
@@ -287,6 +292,11 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
             format!("the {} subset is empty", options.subset.name()),
         ));
     }
+    if let Some(excerpt) = options.excerpt {
+        for e in &mut chosen {
+            e.text = excerpt.of(&e.text).to_string();
+        }
+    }
     if options.shortest {
         chosen.sort_by_key(|e| e.text.chars().count());
     }
@@ -310,6 +320,7 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
         engine: loaded.engine.to_string(),
         checkpoint: loaded.checkpoint,
         subset: options.subset,
+        excerpt: options.excerpt,
         labels: loaded.labels,
         curve: threshold_curve(&probabilities, &truth),
         metrics,

@@ -49,10 +49,12 @@ pub fn evaluation_html(e: &Evaluation) -> String {
     };
     let _ = write!(
         body,
-        "<p>{} on {} {} reviews; positive class <b>{}</b>.</p>",
+        "<p>{} on {} {} reviews{}; positive class <b>{}</b>.</p>",
         escape(&what),
         e.metrics.count,
         e.subset.name(),
+        e.excerpt
+            .map_or(String::new(), |x| format!(" ({x} sentences of each)")),
         escape(&e.labels.positive)
     );
     summary(&mut body, e);

@@ -21,7 +21,7 @@ use crate::model::{checkpoint_config, CandleClassifier, Head, ModelFiles};
 use crate::train::epoch::{derive_seed, evaluate_subset, train_epoch, Steps, TrainEpoch};
 use crate::train::optim::{AdamW, Schedule};
 use crate::train::partial::PartialEpoch;
-use crate::train::prepare::{encode, prepare, Prepared};
+use crate::train::prepare::{encode, prepare, with_windows, Prepared};
 use crate::train::run_dir::{
     best_of, read_json, write_json, EpochRecord, RunDir, OPTIMIZER_FILE, RUN_FILE, WEIGHTS_FILE,
 };
@@ -100,6 +100,9 @@ fn validate(s: &TrainSettings) -> Result<()> {
     }
     if !(0.0..1.0).contains(&s.warmup_fraction) {
         return bad("--warmup must be in [0, 1)");
+    }
+    if !(0.0..=1.0).contains(&s.sentence_windows) {
+        return bad("--sentence-windows must be a share from 0 to 1");
     }
     Ok(())
 }
@@ -290,15 +293,16 @@ fn run_epochs(
             options,
             run: ctx.dir.path(),
         };
+        let windowed;
+        let train_set = if settings.sentence_windows > 0.0 {
+            let seed = derive_seed(settings.seed, epoch, 5);
+            windowed = with_windows(prepared, settings.sentence_windows, seed, options.progress)?;
+            &windowed
+        } else {
+            &prepared.train_set
+        };
         let (model, optimizer) = (&state.model, &mut state.optimizer);
-        let trained = train_epoch(
-            model,
-            optimizer,
-            &prepared.train_set,
-            &at,
-            start,
-            &mut steps,
-        )?;
+        let trained = train_epoch(model, optimizer, train_set, &at, start, &mut steps)?;
         let Some((train_loss, train_accuracy)) = trained else {
             info!(
                 "stopped in epoch {epoch} at step {}; continue with --resume",

@@ -6,6 +6,7 @@ use tracing::info;
 
 use crate::data::encode::encode_all;
 use crate::data::split::{split, Splits};
+use crate::data::windows::draw_windows;
 use crate::data::{load_dataset, Example};
 use crate::error::{Error, Result};
 use crate::model::bert::BertConfig;
@@ -86,6 +87,44 @@ pub(super) fn prepare(
         splits,
         train_set,
         val_set,
+    })
+}
+
+/// The training subset of one epoch with about `share` of its reviews replaced by a window of
+/// their sentences each ([`draw_windows`]); the same `seed` (derived from the run's seed and
+/// the epoch) draws the same windows, so a resumed epoch sees what it would have.
+pub(super) fn with_windows(
+    prepared: &Prepared,
+    share: f64,
+    seed: u64,
+    progress: bool,
+) -> Result<Encoded> {
+    let texts: Vec<&str> = prepared
+        .splits
+        .train
+        .iter()
+        .map(|e| e.text.as_str())
+        .collect();
+    let (at, windows): (Vec<usize>, Vec<&str>) = draw_windows(&texts, share, seed)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, window)| window.map(|w| (i, w)))
+        .unzip();
+    info!(
+        "{} of {} training reviews shown as sentence windows this epoch",
+        windows.len(),
+        texts.len()
+    );
+    let pb = bar(windows.len(), "windows", "windows tokenised", progress);
+    let encoded = encode_all(&prepared.encoder, &windows, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let mut ids = prepared.train_set.ids.clone();
+    for (i, window) in at.into_iter().zip(encoded) {
+        ids[i] = window.ids;
+    }
+    Ok(Encoded {
+        ids,
+        labels: prepared.train_set.labels.clone(),
     })
 }
 

@@ -48,6 +48,11 @@ pub struct TrainSettings {
     /// vocabularies, where the embedding's dense update dominates a step).
     #[serde(default)]
     pub freeze_embeddings: bool,
+    /// Share of the training reviews (0 to 1) shown in each epoch as a window of 1 to 5
+    /// consecutive sentences with the review's label, drawn anew every epoch; 0 shows every
+    /// review whole.
+    #[serde(default)]
+    pub sentence_windows: f64,
     /// The run and checkpoint this run continues from (`feelings train --from`): `model` is
     /// then that checkpoint's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +91,7 @@ impl TrainSettings {
             monitor: Monitor::Loss,
             seed: 42,
             freeze_embeddings: false,
+            sentence_windows: 0.0,
             from: None,
         }
     }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use feelings_core::sentences::Excerpt;
 use feelings_core::Bundle;
 use feelings_trainer::data::DataOptions;
 use feelings_trainer::evaluate::compare::{compare_runs, comparison_html};
@@ -19,6 +20,7 @@ fn options() -> EvaluateOptions {
         subset: Subset::Test,
         max: None,
         shortest: false,
+        excerpt: None,
         threshold: None,
         tune_threshold: true,
         checkpoint: None,
@@ -203,6 +205,57 @@ fn every_row_of_a_file_is_evaluated_with_metrics_per_language() {
     };
     let err = evaluate_source(&bundle, &tuning).unwrap_err().to_string();
     assert!(err.contains("--subset all"), "{err}");
+}
+
+#[test]
+fn a_sentence_excerpt_scores_only_those_sentences_of_each_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = run_and_bundle(dir.path());
+    let rows: Vec<(String, &str)> = feelings_trainer::fixtures::reviews(12, 9)
+        .into_iter()
+        .map(|(text, label)| (format!("{text}."), label))
+        .collect();
+    // Each review after the sentence of its neighbour, whose label is the other one.
+    let joined: Vec<(String, &str)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (text, label))| (format!("{} {text}", rows[i ^ 1].0), *label))
+        .collect();
+    let write = |name: &str, rows: &[(String, &str)]| {
+        let path = dir.path().join(name);
+        feelings_trainer::fixtures::write_csv(&path, rows).unwrap();
+        path
+    };
+    let scores = |path: PathBuf, excerpt: Option<Excerpt>| {
+        let options = EvaluateOptions {
+            data: Some(DataChoice {
+                path,
+                columns: DataOptions::default(),
+                split: Default::default(),
+                seed: 42,
+            }),
+            subset: Subset::All,
+            tune_threshold: false,
+            excerpt,
+            ..options()
+        };
+        let e = evaluate_source(&bundle, &options).unwrap();
+        assert_eq!(e.excerpt, excerpt);
+        e.probabilities
+    };
+    let (plain, joined) = (write("plain.csv", &rows), write("joined.csv", &joined));
+    let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-6);
+    let alone = scores(plain, None);
+    let last = scores(joined.clone(), Some(Excerpt::Last(1)));
+    assert!(close(&last, &alone), "{last:?} vs {alone:?}");
+    let neighbours: Vec<f32> = (0..alone.len()).map(|i| alone[i ^ 1]).collect();
+    let first = scores(joined.clone(), Some(Excerpt::First(1)));
+    assert!(close(&first, &neighbours), "{first:?} vs {neighbours:?}");
+    let whole = scores(joined, None);
+    assert!(
+        !close(&whole, &alone),
+        "both sentences count without an excerpt"
+    );
 }
 
 #[test]

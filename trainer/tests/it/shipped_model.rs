@@ -55,6 +55,7 @@ fn the_shipped_model_keeps_its_card_accuracy_on_1000_official_test_reviews() {
         subset: Subset::Test,
         max: Some(SAMPLE),
         shortest: false,
+        excerpt: None,
         threshold: None,
         tune_threshold: false,
         checkpoint: None,

@@ -645,3 +645,46 @@ fn a_run_continued_from_a_checkpoint_starts_from_its_weights_and_records_its_par
     let err = continue_from(dir.path(), false).err().unwrap().to_string();
     assert!(err.contains("no run.json"), "{err}");
 }
+
+#[test]
+fn sentence_windows_change_what_is_learnt_and_a_resumed_run_draws_the_same_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(dir.path());
+    let rows: Vec<(String, &str)> = reviews(96, 3)
+        .into_iter()
+        .map(|(text, label)| (format!("{text}. the plot was long. {text}!"), label))
+        .collect();
+    write_csv(&settings.data, &rows);
+    settings.epochs = 2;
+    let plain = dir.path().join("plain");
+    train(settings.clone(), &plain, false, &options(None)).unwrap();
+
+    settings.sentence_windows = 0.5;
+    let windowed = dir.path().join("windowed");
+    let info = train(settings.clone(), &windowed, false, &options(None)).unwrap();
+    assert_eq!(info.status, RunStatus::Finished);
+    assert_eq!(info.settings.sentence_windows, 0.5, "recorded in run.json");
+    let last = |run: &Path| weights(&run.join("checkpoint-epoch-2/model.safetensors"));
+    let moved = last(&plain)
+        .iter()
+        .zip(&last(&windowed))
+        .map(|((name, x), (_, y))| largest_difference(name, x, y))
+        .fold(0f32, f32::max);
+    assert!(moved > 1e-4, "windows change the training: {moved}");
+
+    let cut = dir.path().join("cut");
+    let stop_at = TrainOptions {
+        stop_after_steps: Some(5),
+        save_every: Some(std::time::Duration::ZERO),
+        ..options(None)
+    };
+    train(settings, &cut, false, &stop_at).unwrap();
+    assert_eq!(
+        resume(&cut, &options(None)).unwrap().status,
+        RunStatus::Finished
+    );
+    assert_same_weights(
+        &windowed.join("checkpoint-epoch-2/model.safetensors"),
+        &cut.join("checkpoint-epoch-2/model.safetensors"),
+    );
+}

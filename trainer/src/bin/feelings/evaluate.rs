@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use feelings_core::sentences::Excerpt;
 use feelings_trainer::data::DataOptions;
 use feelings_trainer::device;
 use feelings_trainer::evaluate::compare::{compare_runs, comparison_html, summary_text};
@@ -46,6 +47,11 @@ pub struct EvaluateArgs {
     /// say less, and long ones are cut.
     #[arg(long, value_name = "N", value_parser = values::positive_count, conflicts_with = "max")]
     shortest: Option<usize>,
+    /// Evaluate only these sentences of each review: `first:N` or `last:N` (e.g. `last:2`), a
+    /// slice of short texts cut from the reviews themselves (a sentence ends at `.`, `!`, `?`,
+    /// `…` or a line break).
+    #[arg(long, value_name = "first:N|last:N")]
+    sentences: Option<Excerpt>,
     /// Call a review positive from this probability (0 to 1) on [default: the model's own, 0.5
     /// for a run].
     #[arg(long, conflicts_with = "tune_threshold", value_parser = values::probability)]
@@ -114,6 +120,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         },
         max: args.max.or(args.shortest),
         shortest: args.shortest.is_some(),
+        excerpt: args.sentences,
         threshold: args.threshold,
         tune_threshold: args.tune_threshold,
         checkpoint: args.checkpoint,
@@ -152,6 +159,7 @@ fn json_summary(e: &Evaluation) -> serde_json::Value {
         "engine": e.engine,
         "checkpoint": e.checkpoint,
         "subset": e.subset,
+        "sentences": e.excerpt.map(|x| x.to_string()),
         "metrics": e.metrics,
         "groups": e.groups,
         "tuned": e.tuned,
@@ -161,7 +169,7 @@ fn json_summary(e: &Evaluation) -> serde_json::Value {
 fn print_summary(e: &Evaluation) {
     let m = &e.metrics;
     println!(
-        "{} ({}{}), {} {}",
+        "{} ({}{}), {} {}{}",
         e.source.display(),
         e.engine,
         e.checkpoint
@@ -170,7 +178,9 @@ fn print_summary(e: &Evaluation) {
         match e.subset {
             Subset::All => "reviews (every row)".to_string(),
             subset => format!("{} reviews", subset.name()),
-        }
+        },
+        e.excerpt
+            .map_or(String::new(), |x| format!(", {x} sentences of each"))
     );
     println!("{:<22} {COLUMNS_HEADER}", "");
     let row = |name: &str, m: &Metrics| println!("{name:<22} {}", m.columns());

@@ -88,6 +88,11 @@ pub struct TrainArgs {
     /// update dominates a step.
     #[arg(long)]
     freeze_embeddings: bool,
+    /// Share of the training reviews (0 to 1) shown in each epoch as a window of 1 to 5
+    /// consecutive sentences with the review's label instead of whole (drawn anew each epoch
+    /// from --seed), so the model also learns to judge short texts; 0 shows every review whole.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE", value_parser = values::probability)]
+    sentence_windows: f64,
     /// Validation metric that marks the best checkpoint and drives early stopping.
     #[arg(long, value_enum, default_value = "loss")]
     monitor: MonitorArg,
@@ -230,6 +235,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         };
         settings.warmup_fraction = args.warmup;
         settings.freeze_embeddings = args.freeze_embeddings;
+        settings.sentence_windows = args.sentence_windows;
         settings.patience = (!args.no_early_stopping).then_some(args.patience);
         settings.monitor = match args.monitor {
             MonitorArg::Loss => Monitor::Loss,
