@@ -21,6 +21,10 @@ pub struct GatewayOptions {
     pub model: PathBuf,
     /// The default deployment's name.
     pub default_name: String,
+    /// More bundle folders deployed as the gateway starts, each under its name (e.g. the second
+    /// shipped model), like the default one: kept across restarts, replaced when the folder's
+    /// bundle changed.
+    pub more_models: Vec<(String, PathBuf)>,
     /// The registry folder (deployments and their bundles).
     pub registry: PathBuf,
     /// The classifier component (the server build made by `web/build.sh`).
@@ -51,7 +55,7 @@ pub enum StartError {
     /// The registry or a bundle is missing or damaged (the error names the file).
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// The default deployment cannot be made.
+    /// A deployment given on the command line (the default one or another) cannot be made.
     #[error("{path}: {source}")]
     Default {
         /// The bundle folder.
@@ -113,8 +117,8 @@ impl LimitCheck {
 }
 
 /// Opens the registry, builds the engine, makes the bundle `options.model` the default
-/// deployment (checked in a sandbox and warm) and checks the limits against what a review
-/// costs; returns the state for [`crate::app`].
+/// deployment (checked in a sandbox and warm), deploys `options.more_models`, and checks the
+/// limits against what a review costs; returns the state for [`crate::app`].
 pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
     check_queue(options)?;
     let wasm = read(&options.component)?;
@@ -150,6 +154,7 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
             path: options.model.clone(),
             source,
         })?;
+    deploy_more_models(&mut deployments, options)?;
     let checks = LimitCheck {
         instances: options.pool.instances,
         max_batch: options.pool.max_batch,
@@ -169,6 +174,28 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
         access: options.access.clone(),
         metrics,
     }))
+}
+
+/// Deploys `options.more_models`, each under a name of its own.
+fn deploy_more_models(
+    deployments: &mut Deployments,
+    options: &GatewayOptions,
+) -> Result<(), StartError> {
+    let mut taken = vec![options.default_name.as_str()];
+    for (name, dir) in &options.more_models {
+        let fail = |source| StartError::Default {
+            path: dir.clone(),
+            source,
+        };
+        if taken.contains(&name.as_str()) {
+            return Err(fail(DeployError::Invalid(format!(
+                "two bundles would be deployed as {name}: rename a folder, or give the default deployment another --name"
+            ))));
+        }
+        taken.push(name);
+        deployments.put_bundle(name, dir).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The queue must hold the largest request.

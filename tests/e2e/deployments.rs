@@ -218,6 +218,44 @@ async fn deployments_are_created_listed_disabled_deleted_and_survive_a_restart()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_name() {
+    let registry = crate::scratch_dir("registry");
+    let folder = crate::scratch_dir("more-models").join("tiny-other");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (file, bytes) in bundle_files(Some("tiny-other")) {
+        std::fs::write(folder.join(file), bytes).unwrap();
+    }
+    let mut options = gateway_options(&registry);
+    options.more_models = vec![("tiny-other".into(), folder.clone())];
+    let state = start(&options).unwrap();
+    let list = send(&state, get("/v1/deployments")).await.json();
+    assert_eq!(names(&list), ["e2e-tiny-bundle", "tiny-other"]);
+    assert_eq!(
+        (
+            &list["deployments"][0]["default"],
+            &list["deployments"][1]["default"]
+        ),
+        (&json!(true), &json!(false))
+    );
+    let answer = send(&state, classify("tiny-other", "a fine film")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["model"], "tiny-other");
+    assert_eq!(
+        send(&state, get("/d/tiny-other/")).await.status,
+        StatusCode::OK
+    );
+    drop(state);
+
+    // A name given twice is refused before anything is deployed under it.
+    options.more_models.push(("e2e-tiny-bundle".into(), folder));
+    let err = start(&options).err().expect("refused").to_string();
+    assert!(
+        err.contains("two bundles would be deployed as e2e-tiny-bundle"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn refused_uploads_change_nothing() {
     let registry = crate::scratch_dir("registry");
     let mut options = gateway_options(&registry);

@@ -23,6 +23,7 @@ pub(crate) fn options(sandbox: SandboxOptions, limits: Limits) -> GatewayOptions
     GatewayOptions {
         model: tiny_bundle().to_path_buf(),
         default_name: "e2e-tiny-bundle".into(),
+        more_models: Vec::new(),
         registry: crate::scratch_dir("registry"),
         cores: 2,
         max_sandboxes: 64,

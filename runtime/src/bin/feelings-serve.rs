@@ -34,6 +34,11 @@ struct Args {
     /// The default deployment's name [default: the --model folder's name].
     #[arg(long, value_parser = deployment_name)]
     name: Option<String>,
+    /// Also deploy this bundle folder as the gateway starts, named after the folder (e.g. a
+    /// second shipped model, with its web app at /d/NAME/); repeat for more. Like --model, it
+    /// is kept in --registry and replaced when the folder's bundle changes.
+    #[arg(long, value_name = "DIR")]
+    add_model: Vec<PathBuf>,
     /// The registry folder: every deployment and its bundle, kept across restarts
     /// [default: $XDG_DATA_HOME/feelings/registry or ~/.local/share/feelings/registry].
     #[arg(long)]
@@ -230,14 +235,19 @@ fn default_registry() -> Result<PathBuf> {
     Ok(base.join("feelings/registry"))
 }
 
-/// The default deployment's name: --name, or the bundle folder's name made one (lower case,
-/// other characters as `-`, at most 63).
+/// The default deployment's name: --name, or the --model folder's name made one.
 fn default_name(args: &Args) -> Result<String> {
-    if let Some(name) = &args.name {
-        return Ok(name.clone());
+    match &args.name {
+        Some(name) => Ok(name.clone()),
+        None => name_of_folder(&args.model, "--model", ": pass --name"),
     }
-    let model = std::path::absolute(&args.model).unwrap_or_else(|_| args.model.clone());
-    let folder = model
+}
+
+/// The deployment name made of a bundle folder's name (lower case, other characters as `-`,
+/// at most 63).
+fn name_of_folder(dir: &std::path::Path, flag: &str, hint: &str) -> Result<String> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let folder = absolute
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
@@ -251,8 +261,8 @@ fn default_name(args: &Args) -> Result<String> {
     let name: String = name.trim_matches('-').chars().take(63).collect();
     deployment_name(name.trim_end_matches('-')).map_err(|e| {
         anyhow::anyhow!(
-            "--model {}: no deployment name can be made of its folder's name ({e}): pass --name",
-            args.model.display()
+            "{flag} {}: no deployment name can be made of its folder's name ({e}){hint}",
+            dir.display()
         )
     })
 }
@@ -318,6 +328,16 @@ fn gateway_options(args: &Args) -> Result<GatewayOptions> {
     Ok(GatewayOptions {
         model: args.model.clone(),
         default_name: default_name(args)?,
+        more_models: args
+            .add_model
+            .iter()
+            .map(|dir| {
+                Ok((
+                    name_of_folder(dir, "--add-model", ": rename it")?,
+                    dir.clone(),
+                ))
+            })
+            .collect::<Result<_>>()?,
         registry: registry_dir(args)?,
         cores: args.cores.map_or(cores, usize::from),
         max_sandboxes: args.max_sandboxes,

@@ -207,37 +207,10 @@ impl Deployments {
         }
     }
 
-    /// Makes the bundle in `dir` the default deployment `name` (replacing one of that name
-    /// that serves another bundle), warms it (probed) and returns it.
+    /// Makes the bundle in `dir` the default deployment `name` (see [`Self::put_bundle`]),
+    /// warms it (probed) and returns it.
     pub fn set_default(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
-        let files = BundleFiles::read_dir(dir)?;
-        let digest = files.digest();
-        let existing = self.get(name);
-        let deployment = match existing {
-            Some(d) if d.record().bundle_sha256 == digest => d,
-            other => {
-                if other.is_some() {
-                    tracing::info!(
-                        deployment = name,
-                        "the bundle given changed: replacing the deployment"
-                    );
-                    self.remove_blocking(name)?;
-                }
-                let new = NewDeployment {
-                    name: name.to_string(),
-                    files,
-                    sha256: None,
-                    enabled: true,
-                    api_key: None,
-                    instances: None,
-                    queue: None,
-                };
-                let (deployment, warm) = self.make(new, Serve::FromSnapshot)?;
-                self.insert(deployment.clone());
-                pollster::block_on(deployment.set_warm(Arc::new(warm)));
-                deployment
-            }
-        };
+        let deployment = self.put_bundle(name, dir)?;
         self.default = Some(name.to_string());
         if deployment.warm_now().is_none() {
             let host = self.host()?;
@@ -246,6 +219,38 @@ impl Deployments {
                 .map_err(DeployError::Broken)?;
             pollster::block_on(deployment.set_warm(Arc::new(warm)));
         }
+        Ok(deployment)
+    }
+
+    /// Deploys the bundle in `dir` as `name`, as the gateway starts: kept as it is when the
+    /// deployment `name` already serves that bundle, else made (checked in a sandbox), replacing
+    /// one of that name that serves another bundle.
+    pub fn put_bundle(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
+        let files = BundleFiles::read_dir(dir)?;
+        let digest = files.digest();
+        match self.get(name) {
+            Some(d) if d.record().bundle_sha256 == digest => return Ok(d),
+            Some(_) => {
+                tracing::info!(
+                    deployment = name,
+                    "the bundle given changed: replacing the deployment"
+                );
+                self.remove_blocking(name)?;
+            }
+            None => {}
+        }
+        let new = NewDeployment {
+            name: name.to_string(),
+            files,
+            sha256: None,
+            enabled: true,
+            api_key: None,
+            instances: None,
+            queue: None,
+        };
+        let (deployment, warm) = self.make(new, Serve::FromSnapshot)?;
+        self.insert(deployment.clone());
+        pollster::block_on(deployment.set_warm(Arc::new(warm)));
         Ok(deployment)
     }
 
