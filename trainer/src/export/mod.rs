@@ -46,6 +46,8 @@ pub struct ExportOptions {
     /// Corpus files whose texts' pieces (with the special and single-character ones) are the
     /// only ones kept (see [`trim_vocab`]); the whole vocabulary when empty.
     pub trim_vocab: Vec<std::path::PathBuf>,
+    /// With `trim_vocab`: keep a corpus piece only if the corpus uses it this many times.
+    pub trim_min_count: usize,
 }
 
 impl Default for ExportOptions {
@@ -59,6 +61,7 @@ impl Default for ExportOptions {
             name: None,
             seq_len: None,
             trim_vocab: Vec::new(),
+            trim_min_count: 1,
         }
     }
 }
@@ -123,7 +126,7 @@ pub(crate) fn open_source(
     let opened = open_untrimmed(source, out, options)?;
     match options.trim_vocab.is_empty() {
         true => Ok(opened),
-        false => trim_vocab::trim(opened, &options.trim_vocab),
+        false => trim_vocab::trim(opened, &options.trim_vocab, options.trim_min_count),
     }
 }
 

@@ -11,6 +11,10 @@
 //! they chose with the whole vocabulary are all still there, with the same scores. So their
 //! logits are the untrimmed model's (tested). BPE tokenizers are refused: their merges name
 //! pieces too.
+//!
+//! A minimum count (`--trim-min-count`) also drops the pieces the corpus uses rarely (names,
+//! typos): a text that needs one is then spelt with shorter pieces, and its logits move a
+//! little; the texts that need none keep theirs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -28,8 +32,13 @@ use crate::model::{hf_name, CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS}
 /// The column of a CSV corpus that holds the texts.
 pub const CORPUS_TEXT_COLUMN: &str = "review";
 
-/// `source` with its vocabulary trimmed to what the texts of `corpus` use (see the module).
-pub(crate) fn trim(source: ExportSource, corpus: &[impl AsRef<Path>]) -> Result<ExportSource> {
+/// `source` with its vocabulary trimmed to the pieces the texts of `corpus` use at least
+/// `min_count` times (see the module).
+pub(crate) fn trim(
+    source: ExportSource,
+    corpus: &[impl AsRef<Path>],
+    min_count: usize,
+) -> Result<ExportSource> {
     let texts = corpus
         .iter()
         .map(|path| read_corpus(path.as_ref()))
@@ -38,7 +47,7 @@ pub(crate) fn trim(source: ExportSource, corpus: &[impl AsRef<Path>]) -> Result<
     let bad = |e: String| Error::model(&source.path, format!("its tokenizer.json: {e}"));
     let tokenizer = Tokenizer::from_bytes(&source.tokenizer).map_err(|e| bad(e.to_string()))?;
     let json: Value = serde_json::from_slice(&source.tokenizer).map_err(|e| bad(e.to_string()))?;
-    let kept = kept_ids(&tokenizer, &json, &texts).map_err(bad)?;
+    let kept = kept_ids(&tokenizer, &json, &texts, min_count).map_err(bad)?;
     let trimmed = trimmed_tokenizer(&json, &kept).map_err(bad)?;
     let folder = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let dir = folder.path();
@@ -113,20 +122,30 @@ fn read_corpus(path: &Path) -> Result<Vec<String>> {
 }
 
 /// The ids to keep, in order: the pieces `texts` tokenise into (cleaned as the model reads
-/// them), every added or special token, and every single-character piece.
+/// them) at least `min_count` times, every added or special token, and every single-character
+/// piece.
 fn kept_ids(
     tokenizer: &Tokenizer,
     json: &Value,
     texts: &[String],
+    min_count: usize,
 ) -> std::result::Result<Vec<u32>, String> {
     let mut kept: BTreeSet<u32> = tokenizer.get_added_tokens_decoder().into_keys().collect();
     let cleaned: Vec<String> = texts.iter().map(|t| clean_review(t)).collect();
+    let mut uses: HashMap<u32, usize> = HashMap::new();
     for encoding in tokenizer
         .encode_batch(cleaned, true)
         .map_err(|e| e.to_string())?
     {
-        kept.extend(encoding.get_ids());
+        for &id in encoding.get_ids() {
+            *uses.entry(id).or_default() += 1;
+        }
     }
+    kept.extend(
+        uses.into_iter()
+            .filter(|&(_, n)| n >= min_count)
+            .map(|(id, _)| id),
+    );
     let single = |piece: &str| piece.trim_start_matches("##").chars().count() == 1;
     for (piece, id) in pieces(json)? {
         if single(&piece) {
@@ -293,7 +312,7 @@ mod tests {
         let json = unigram();
         let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
         let corpus = ["le film<br />était super".to_string()];
-        let kept = kept_ids(&tokenizer, &json, &corpus).unwrap();
+        let kept = kept_ids(&tokenizer, &json, &corpus, 1).unwrap();
         // Specials 0-3, "▁" (one character), the four pieces of the review, "b" and "e".
         assert_eq!(kept, [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11]);
         let trimmed = trimmed_tokenizer(&json, &kept).unwrap();
@@ -308,6 +327,23 @@ mod tests {
         assert_eq!(tokens(&json, "bon")[1..3], ["▁bon", "</s>"]);
         let ids = retrimmed.encode("bon", true).unwrap().get_ids().to_vec();
         assert_eq!(ids, [0, 4, 9, 3, 2], "<s> ▁ b <unk> </s>: \"on\" is gone");
+    }
+
+    #[test]
+    fn pieces_the_corpus_uses_less_often_than_the_minimum_are_dropped() {
+        let json = unigram();
+        let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
+        let corpus = ["le film était super".to_string(), "le film".to_string()];
+        let kept = kept_ids(&tokenizer, &json, &corpus, 2).unwrap();
+        // "▁était" (7) and "▁super" (8) are used once; specials and single characters stay.
+        assert_eq!(kept, [0, 1, 2, 3, 4, 5, 6, 10, 11]);
+        let trimmed = trimmed_tokenizer(&json, &kept).unwrap();
+        assert_eq!(tokens(&trimmed, "le film"), tokens(&json, "le film"));
+        assert_ne!(
+            tokens(&trimmed, "super"),
+            tokens(&json, "super"),
+            "a dropped piece is spelt with what is left"
+        );
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct ExportArgs {
     /// pieces no review uses). WordPiece and Unigram tokenizers.
     #[arg(long, value_name = "CORPUS")]
     trim_vocab: Vec<PathBuf>,
+    /// With --trim-vocab: keep a piece of the corpus only if its texts use it at least N times
+    /// (rare names and typos go; a text that needs a dropped piece is spelt with shorter ones,
+    /// its logits moving a little). Specials and single characters are always kept.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = values::positive_count, requires = "trim_vocab")]
+    trim_min_count: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -103,6 +108,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         name: args.name,
         seq_len: args.seq_len,
         trim_vocab: args.trim_vocab,
+        trim_min_count: args.trim_min_count,
     };
     if args.layout == LayoutArg::Hf {
         let exported = export_hf_layout(&args.run, &args.out, args.overwrite, &options)?;
