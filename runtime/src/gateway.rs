@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{Access, AppState, Limits};
-use crate::deployments::{DeployError, Deployments, Host, Registry, RegistryError};
+use crate::deployments::{DeployError, Deployment, Deployments, Host, Registry, RegistryError};
 use crate::engine::{function_cache_in, EngineOptions, SandboxEngine};
 use crate::metrics::Metrics;
 use crate::pool::{Gate, PoolOptions, ADMISSION_SHARE};
@@ -121,6 +121,7 @@ impl LimitCheck {
 /// limits against what a review costs; returns the state for [`crate::app`].
 pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
     check_queue(options)?;
+    check_names(options)?;
     let wasm = read(&options.component)?;
     let engine = SandboxEngine::new(&EngineOptions {
         memory_limit: options.sandbox.memory_limit,
@@ -154,18 +155,22 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
             path: options.model.clone(),
             source,
         })?;
-    deploy_more_models(&mut deployments, options)?;
+    let more = deploy_more_models(&mut deployments, options)?;
     let checks = LimitCheck {
         instances: options.pool.instances,
         max_batch: options.pool.max_batch,
         deadline: options.sandbox.deadline,
         limits: options.limits.clone(),
     };
-    let review = default
-        .warm_now()
-        .map(|warm| warm.pool.review_cost())
-        .unwrap_or_default();
-    checks.check(review).map_err(StartError::Limits)?;
+    for deployment in std::iter::once(&default).chain(&more) {
+        let review = deployment
+            .warm_now()
+            .map(|warm| warm.pool.review_cost())
+            .unwrap_or_default();
+        checks
+            .check(review)
+            .map_err(|e| StartError::Limits(format!("the deployment {}: {e}", deployment.name)))?;
+    }
     Ok(Arc::new(AppState {
         deployments: Arc::new(deployments),
         checks,
@@ -176,26 +181,52 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
     }))
 }
 
-/// Deploys `options.more_models`, each under a name of its own.
+/// Every deployment given on the command line needs a name of its own, and each folder is
+/// given once: checked before anything is deployed.
+fn check_names(options: &GatewayOptions) -> Result<(), StartError> {
+    let same_folder = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let mut given = vec![(options.default_name.as_str(), options.model.as_path())];
+    for (name, dir) in &options.more_models {
+        let clash = given.iter().find(|(n, d)| n == name || same_folder(d, dir));
+        if let Some((taken, first)) = clash {
+            let why = if same_folder(first, dir) {
+                format!("the bundle folder is given twice (also as the deployment {taken})")
+            } else {
+                format!(
+                    "two bundles would be deployed as {name} (the other is {}): rename a folder, or give the default deployment another --name",
+                    first.display()
+                )
+            };
+            return Err(StartError::Default {
+                path: dir.clone(),
+                source: DeployError::Invalid(why),
+            });
+        }
+        given.push((name, dir));
+    }
+    Ok(())
+}
+
+/// Deploys `options.more_models` (their names checked by [`check_names`]); returns them.
 fn deploy_more_models(
     deployments: &mut Deployments,
     options: &GatewayOptions,
-) -> Result<(), StartError> {
-    let mut taken = vec![options.default_name.as_str()];
-    for (name, dir) in &options.more_models {
-        let fail = |source| StartError::Default {
-            path: dir.clone(),
-            source,
-        };
-        if taken.contains(&name.as_str()) {
-            return Err(fail(DeployError::Invalid(format!(
-                "two bundles would be deployed as {name}: rename a folder, or give the default deployment another --name"
-            ))));
-        }
-        taken.push(name);
-        deployments.put_bundle(name, dir).map_err(fail)?;
-    }
-    Ok(())
+) -> Result<Vec<Arc<Deployment>>, StartError> {
+    options
+        .more_models
+        .iter()
+        .map(|(name, dir)| {
+            deployments
+                .put_bundle(name, dir)
+                .map_err(|source| StartError::Default {
+                    path: dir.clone(),
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// The queue must hold the largest request.

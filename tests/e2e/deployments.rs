@@ -246,11 +246,27 @@ async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_n
     );
     drop(state);
 
-    // A name given twice is refused before anything is deployed under it.
-    options.more_models.push(("e2e-tiny-bundle".into(), folder));
-    let err = start(&options).err().expect("refused").to_string();
+    // A name or a folder given twice is refused before anything is deployed.
+    let refused = |more: (&str, &Path)| {
+        let mut options = gateway_options(&crate::scratch_dir("registry"));
+        options.more_models = vec![("tiny-other".into(), folder.clone())];
+        options
+            .more_models
+            .push((more.0.into(), more.1.to_path_buf()));
+        let registry = options.registry.clone();
+        let err = start(&options).err().expect("refused").to_string();
+        let deployed = std::fs::read_dir(registry.join("deployments")).map_or(0, |d| d.count());
+        assert_eq!(deployed, 0, "nothing deployed before the refusal");
+        err
+    };
+    let err = refused(("e2e-tiny-bundle", &folder));
     assert!(
         err.contains("two bundles would be deployed as e2e-tiny-bundle"),
+        "{err}"
+    );
+    let err = refused(("a-third", &folder));
+    assert!(
+        err.contains("given twice (also as the deployment tiny-other)"),
         "{err}"
     );
 }

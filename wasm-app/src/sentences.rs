@@ -110,9 +110,10 @@ pub fn passage<'a>(text: &'a str, spans: &[Span]) -> &'a str {
     }
 }
 
-/// Which sentences of a review to keep: its first or its last few.
+/// Which sentences of a review to keep: its first or its last few. Written (and serialised)
+/// as `first:N` or `last:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "String", try_from = "String")]
 pub enum Excerpt {
     /// The first this many sentences.
     First(usize),
@@ -143,12 +144,31 @@ impl FromStr for Excerpt {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadExcerpt(s.to_string());
         let (which, count) = s.split_once(':').ok_or_else(bad)?;
-        let count: usize = count.parse().ok().filter(|&n| n >= 1).ok_or_else(bad)?;
+        let digits = !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit());
+        let count: usize = count
+            .parse()
+            .ok()
+            .filter(|&n| digits && n >= 1)
+            .ok_or_else(bad)?;
         match which {
             "first" => Ok(Excerpt::First(count)),
             "last" => Ok(Excerpt::Last(count)),
             _ => Err(bad()),
         }
+    }
+}
+
+impl TryFrom<String> for Excerpt {
+    type Error = BadExcerpt;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Excerpt> for String {
+    fn from(excerpt: Excerpt) -> Self {
+        excerpt.to_string()
     }
 }
 
@@ -210,8 +230,17 @@ mod tests {
             assert_eq!(written.parse::<Excerpt>(), Ok(excerpt));
             assert_eq!(excerpt.to_string(), written);
         }
-        for bad in ["first", "last:0", "middle:2", "first:-1", "first:x", ""] {
+        for bad in [
+            "first", "last:0", "middle:2", "first:-1", "first:+2", "first:x", "",
+        ] {
             assert!(bad.parse::<Excerpt>().is_err(), "{bad} is refused");
         }
+        let json = serde_json::to_string(&Excerpt::Last(2)).unwrap();
+        assert_eq!(json, r#""last:2""#);
+        assert_eq!(
+            serde_json::from_str::<Excerpt>(&json).unwrap(),
+            Excerpt::Last(2)
+        );
+        assert!(serde_json::from_str::<Excerpt>(r#""last:0""#).is_err());
     }
 }

@@ -222,14 +222,24 @@ impl Deployments {
         Ok(deployment)
     }
 
-    /// Deploys the bundle in `dir` as `name`, as the gateway starts: kept as it is when the
-    /// deployment `name` already serves that bundle, else made (checked in a sandbox), replacing
-    /// one of that name that serves another bundle.
+    /// Deploys the bundle in `dir` as `name`, as the gateway starts (blocking): kept as it is
+    /// when the deployment `name` already serves that bundle, else made (checked in a
+    /// sandbox), replacing one of that name that serves another bundle, unless that one was
+    /// uploaded with its own API key, slots or queue, which a folder has none of (refused).
     pub fn put_bundle(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
         let files = BundleFiles::read_dir(dir)?;
         let digest = files.digest();
-        match self.get(name) {
-            Some(d) if d.record().bundle_sha256 == digest => return Ok(d),
+        match self.get(name).map(|d| (d.record(), d)) {
+            Some((record, d)) if record.bundle_sha256 == digest => return Ok(d),
+            Some((record, _))
+                if record.api_key_sha256.is_some()
+                    || record.instances.is_some()
+                    || record.queue.is_some() =>
+            {
+                return Err(DeployError::Invalid(format!(
+                    "the deployment {name} serves another bundle, with its own API key, slots or queue, which this folder would drop: delete it (DELETE /v1/deployments/{name}) or give this bundle another name"
+                )));
+            }
             Some(_) => {
                 tracing::info!(
                     deployment = name,

@@ -78,7 +78,8 @@ pub struct EvaluateOptions {
     pub subset: Subset,
     /// Evaluate at most this many reviews of it (the first of its seeded shuffle).
     pub max: Option<usize>,
-    /// With `max`: the shortest reviews of the subset (in characters), not the first ones.
+    /// With `max`: the shortest reviews of the subset (in characters, after any `excerpt`),
+    /// not the first ones.
     pub shortest: bool,
     /// Only these sentences of each review (e.g. its last two), a short-review slice.
     pub excerpt: Option<Excerpt>,
@@ -275,7 +276,7 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
         ));
     }
     let examples = dataset.examples;
-    let (mut chosen, validation) = match options.subset {
+    let (chosen, validation) = match options.subset {
         Subset::All => (examples, Vec::new()),
         Subset::Test => {
             let splits = split(examples, &data.split, data.seed)?;
@@ -292,17 +293,7 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
             format!("the {} subset is empty", options.subset.name()),
         ));
     }
-    if let Some(excerpt) = options.excerpt {
-        for e in &mut chosen {
-            e.text = excerpt.of(&e.text).to_string();
-        }
-    }
-    if options.shortest {
-        chosen.sort_by_key(|e| e.text.chars().count());
-    }
-    if let Some(max) = options.max {
-        chosen.truncate(max);
-    }
+    let (chosen, validation) = narrow(chosen, validation, options);
     let threshold = options.threshold.unwrap_or(loaded.threshold);
     let (probabilities, token_lengths) = loaded.scorer.score(&chosen, "evaluate", options)?;
     let truth: Vec<u32> = chosen.iter().map(|e| e.label).collect();
@@ -338,6 +329,28 @@ pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evalu
     })
 }
 
+/// The reviews to evaluate and the validation reviews a threshold is tuned on, both cut to
+/// `options.excerpt` alike; then the evaluated ones narrowed to `options.max` (the shortest
+/// of them, after the cut, with `options.shortest`).
+fn narrow(
+    mut chosen: Vec<Example>,
+    mut validation: Vec<Example>,
+    options: &EvaluateOptions,
+) -> (Vec<Example>, Vec<Example>) {
+    if let Some(excerpt) = options.excerpt {
+        for e in chosen.iter_mut().chain(&mut validation) {
+            e.text = excerpt.of(&e.text).to_string();
+        }
+    }
+    if options.shortest {
+        chosen.sort_by_key(|e| e.text.chars().count());
+    }
+    if let Some(max) = options.max {
+        chosen.truncate(max);
+    }
+    (chosen, validation)
+}
+
 /// The metrics of each value of the examples' group column, in order of the value.
 fn group_metrics(examples: &[Example], probabilities: &[f32], threshold: f64) -> Vec<GroupMetrics> {
     let mut groups: std::collections::BTreeMap<&str, (Vec<f32>, Vec<u32>)> = Default::default();
@@ -365,8 +378,9 @@ fn tune_threshold(
     (chosen, probabilities, truth): (&[Example], &[f32], &[u32]),
     options: &EvaluateOptions,
 ) -> Result<TunedThreshold> {
-    // Evaluating the whole validation subset already scored it.
-    let val_probs = if options.subset == Subset::Validation && chosen.len() == validation.len() {
+    // Evaluating the whole validation subset, in its order, already scored it.
+    let whole = chosen.len() == validation.len() && !options.shortest;
+    let val_probs = if options.subset == Subset::Validation && whole {
         probabilities.to_vec()
     } else {
         loaded.scorer.score(validation, "validation", options)?.0

@@ -46,7 +46,8 @@ pub struct ExportOptions {
     /// Corpus files whose texts' pieces (with the special and single-character ones) are the
     /// only ones kept (see [`trim_vocab`]); the whole vocabulary when empty.
     pub trim_vocab: Vec<std::path::PathBuf>,
-    /// With `trim_vocab`: keep a corpus piece only if the corpus uses it this many times.
+    /// With `trim_vocab`: keep a corpus piece only if the corpus uses it at least this many
+    /// times.
     pub trim_min_count: usize,
 }
 

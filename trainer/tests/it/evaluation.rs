@@ -244,7 +244,9 @@ fn a_sentence_excerpt_scores_only_those_sentences_of_each_review() {
         e.probabilities
     };
     let (plain, joined) = (write("plain.csv", &rows), write("joined.csv", &joined));
-    let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-6);
+    let close = |x: &[f32], y: &[f32]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-6)
+    };
     let alone = scores(plain, None);
     let last = scores(joined.clone(), Some(Excerpt::Last(1)));
     assert!(close(&last, &alone), "{last:?} vs {alone:?}");

@@ -43,13 +43,14 @@ pub struct EvaluateArgs {
     /// Evaluate at most this many reviews of the subset (a fixed sample for a given seed).
     #[arg(long, value_parser = values::positive_count)]
     max: Option<usize>,
-    /// Evaluate the N shortest reviews of the subset (in characters) instead: short reviews
-    /// say less, and long ones are cut.
+    /// Evaluate the N shortest reviews of the subset (in characters; with --sentences, the
+    /// shortest excerpts) instead: short reviews say less, and long ones are cut.
     #[arg(long, value_name = "N", value_parser = values::positive_count, conflicts_with = "max")]
     shortest: Option<usize>,
     /// Evaluate only these sentences of each review: `first:N` or `last:N` (e.g. `last:2`), a
     /// slice of short texts cut from the reviews themselves (a sentence ends at `.`, `!`, `?`,
-    /// `…` or a line break).
+    /// `…` or a line break). A threshold tuned with --tune-threshold is tuned on the same
+    /// sentences of the validation reviews.
     #[arg(long, value_name = "first:N|last:N")]
     sentences: Option<Excerpt>,
     /// Call a review positive from this probability (0 to 1) on [default: the model's own, 0.5
