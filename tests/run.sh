@@ -35,7 +35,8 @@ trap 'rm -f "$install_log"' EXIT
 install_pid=
 if [ ! -x "$FEELINGS_WASMTIME" ]; then
   echo "installing wasmtime-cli $WASMTIME_VERSION into $tools (once; in the background)"
-  cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --no-default-features \
+  # (without .ci/run's lint wrapper: it is for this workspace's crates, not a tool's)
+  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --no-default-features \
     --features run,serve,component-model-async,cranelift,parallel-compilation,pooling-allocator --root "$tools" \
     >"$install_log" 2>&1 &
   install_pid=$!

@@ -17,7 +17,8 @@ target_dir=${CARGO_TARGET_DIR:-target}
 rustup target add wasm32-unknown-unknown wasm32-wasip2 >/dev/null
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WASM_BINDGEN_VERSION" ]; then
   echo "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
-  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  # (without .ci/run's lint wrapper: it is for this workspace's crates, not a tool's)
+  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
 source web/wasm-env.sh

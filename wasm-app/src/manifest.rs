@@ -41,6 +41,30 @@ pub enum WeightFormat {
     Int8Dynamic,
 }
 
+/// How the word-embedding table in `model.onnx` is stored, where it differs from the other
+/// weights. Every runtime reads each form the same way: the graph says how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingFormat {
+    /// As [`WeightFormat`] says: f32, or int8 with one scale per row.
+    #[default]
+    AsWeights,
+    /// 4-bit integers in blocks of [`INT4_BLOCK`] values of a row, each block with an f16
+    /// scale (the layout of llama.cpp's Q4_0): 0.56 bytes a value against int8's 1 (plus its
+    /// row scale). The rows a review uses are turned back into f32 at run time.
+    Int4,
+}
+
+impl EmbeddingFormat {
+    /// Whether this is the default, which older manifests lack (and is not written).
+    pub fn is_as_weights(&self) -> bool {
+        *self == Self::AsWeights
+    }
+}
+
+/// Values of an embedding row that share one scale at [`EmbeddingFormat::Int4`].
+pub const INT4_BLOCK: usize = 32;
+
 /// Figures measured on held-out reviews.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestMetrics {
@@ -98,6 +122,9 @@ pub struct Manifest {
     pub vocab_size: usize,
     /// How the weights are stored.
     pub weights: WeightFormat,
+    /// How the word embeddings are stored, where not as `weights` says.
+    #[serde(default, skip_serializing_if = "EmbeddingFormat::is_as_weights")]
+    pub word_embeddings: EmbeddingFormat,
     /// How the model was trained.
     pub training: TrainingSummary,
     /// Metrics on the test subset, if measured.

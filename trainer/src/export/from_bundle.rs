@@ -8,7 +8,8 @@
 //! multiplied back. A weight rounded to int8 and read back
 //! rounds to the same int8 again (each channel's largest value is exactly ±127 steps), so
 //! re-exporting an int8 bundle at either int8 precision keeps its int8 values (scales within
-//! a rounding). The
+//! a rounding). 4-bit word embeddings (`.int4` with f16 `.block_scale`s) come back the same way
+//! and round to the same 4-bit values again. The
 //! configuration is read from the graph's shapes and attributes. The bundle keeps only token
 //! type 0's embedding, the only one a review uses: type 1 comes back as zeros.
 
@@ -22,7 +23,7 @@ use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, TensorProto};
 
-use super::onnx::WEIGHT_ZERO_POINT;
+use super::onnx::{dequantize_int4, INT4_BLOCK, WEIGHT_ZERO_POINT};
 use crate::error::{Error, Result};
 use crate::model::bert::{Activation, BertConfig};
 use crate::model::{checkpoint_config, hf_name, SEQUENCE_CLASSIFICATION};
@@ -73,6 +74,10 @@ fn read_config(
     initializers: &HashMap<&str, &TensorProto>,
 ) -> std::result::Result<BertConfig, String> {
     let dims = |name: &str| -> std::result::Result<Vec<usize>, String> {
+        if let Some(t) = initializers.get(format!("{name}.int4").as_str()) {
+            // Two values a byte.
+            return Ok(vec![t.dims[0] as usize, 2 * t.dims[1] as usize]);
+        }
         let t = initializers
             .get(name)
             .or_else(|| initializers.get(format!("{name}.int8").as_str()))
@@ -150,7 +155,9 @@ fn read_variables(
             .strip_suffix(".int8")
             .map(|base| (base, Integers::Signed))
             .or_else(|| name.strip_suffix(".uint8").map(|b| (b, Integers::Offset)));
-        let (variable, values) = if let Some((base, integers)) = quantized {
+        let (variable, values) = if let Some(base) = name.strip_suffix(".int4") {
+            (base, int4_values(name, t, initializers, hidden)?)
+        } else if let Some((base, integers)) = quantized {
             let scale_name = format!("{base}.scale");
             let scales = initializers
                 .get(scale_name.as_str())
@@ -167,6 +174,10 @@ fn read_variables(
             (name, f32s(t)?)
         } else {
             continue;
+        };
+        let dims = match name.ends_with(".int4") {
+            true => vec![dims[0], hidden],
+            false => dims,
         };
         let tensor =
             Tensor::from_vec(values, dims.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
@@ -239,6 +250,33 @@ fn dequantised(
             q * scales[channel]
         })
         .collect())
+}
+
+/// The f32 values of the 4-bit table `name` (`[rows, hidden / 2]` packed nibbles) with its
+/// f16 `.block_scale`s (see [`super::onnx::quantize_int4`]).
+fn int4_values(
+    name: &str,
+    t: &TensorProto,
+    initializers: &HashMap<&str, &TensorProto>,
+    hidden: usize,
+) -> std::result::Result<Vec<f32>, String> {
+    let base = name.trim_end_matches(".int4");
+    let scale_name = format!("{base}.block_scale");
+    let scales = initializers
+        .get(scale_name.as_str())
+        .ok_or_else(|| format!("'{name}' has no '{scale_name}'"))?;
+    let scales: Vec<half::f16> = scales
+        .raw_data
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let rows = t.dims.first().copied().unwrap_or_default() as usize;
+    if t.raw_data.len() != rows * hidden / 2 || scales.len() * INT4_BLOCK != rows * hidden {
+        return Err(format!(
+            "'{name}' and its block scales do not fit {rows} rows of {hidden}"
+        ));
+    }
+    Ok(dequantize_int4(&t.raw_data, &scales, hidden))
 }
 
 fn f32s(t: &TensorProto) -> std::result::Result<Vec<f32>, String> {

@@ -18,7 +18,7 @@ use tokenizers::normalizers::replace::ReplacePattern;
 use tokenizers::normalizers::{NormalizerWrapper, Replace, Sequence};
 use tokenizers::Tokenizer;
 
-use super::onnx::Precision;
+use super::onnx::{EmbeddingFormat, Precision};
 use super::{checked_bundle, open_source, ExportOptions, Exported};
 use crate::error::{Error, Result};
 use crate::model::checkpoint_config;
@@ -53,6 +53,11 @@ pub fn export_hf_layout(
     overwrite: bool,
     options: &ExportOptions,
 ) -> Result<ExportedHf> {
+    if options.word_embeddings != EmbeddingFormat::AsWeights {
+        return Err(Error::Setting(
+            "the Hugging Face layout writes its own two models (f32 and int8-dynamic): 4-bit word embeddings are a bundle's".into(),
+        ));
+    }
     if out.join(MANIFEST_FILE).exists() {
         return Err(Error::run(
             out,
@@ -70,6 +75,7 @@ pub fn export_hf_layout(
         &source,
         Manifest {
             weights: Precision::F32,
+            word_embeddings: EmbeddingFormat::AsWeights,
             ..source.manifest.clone()
         },
     )?;
@@ -77,6 +83,7 @@ pub fn export_hf_layout(
         &source,
         Manifest {
             weights: Precision::Int8Dynamic,
+            word_embeddings: EmbeddingFormat::AsWeights,
             ..source.manifest.clone()
         },
     )?;

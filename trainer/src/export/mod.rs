@@ -14,7 +14,7 @@ use feelings_core::{is_positive, positive_probability, Bundle, ReviewEncoder, Tr
 
 use crate::data::batch::make_batch;
 use crate::error::{Error, Result};
-use crate::export::onnx::{export, Precision};
+use crate::export::onnx::{export, EmbeddingFormat, Precision};
 use crate::model::{CandleClassifier, Head, ModelFiles};
 use crate::train::run_dir::{
     read_json, Best, EpochRecord, RunDir, BEST_FILE, CHECKPOINT_FILE, RUN_FILE,
@@ -36,6 +36,8 @@ pub struct ExportOptions {
     pub epoch: Option<usize>,
     /// Weight storage.
     pub precision: Precision,
+    /// Word-embedding storage, where not as `precision` says: 4-bit needs an int8 precision.
+    pub word_embeddings: EmbeddingFormat,
     /// Probability of positive from which a review is called positive.
     pub threshold: f32,
     /// The model's name in the manifest; the output folder's name if `None`.
@@ -49,6 +51,9 @@ pub struct ExportOptions {
     /// With `trim_vocab`: keep a corpus piece only if the corpus uses it at least this many
     /// times.
     pub trim_min_count: usize,
+    /// Word lists (one word or text a line) whose pieces are kept whatever their count, beside
+    /// those of `trim_vocab`: the words of languages the corpus lacks.
+    pub trim_words: Vec<std::path::PathBuf>,
 }
 
 impl Default for ExportOptions {
@@ -58,11 +63,13 @@ impl Default for ExportOptions {
         Self {
             epoch: None,
             precision: Precision::F32,
+            word_embeddings: EmbeddingFormat::AsWeights,
             threshold: 0.5,
             name: None,
             seq_len: None,
             trim_vocab: Vec::new(),
             trim_min_count: 1,
+            trim_words: Vec::new(),
         }
     }
 }
@@ -124,10 +131,15 @@ pub(crate) fn open_source(
     out: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSource> {
+    if options.word_embeddings == EmbeddingFormat::Int4 && options.precision == Precision::F32 {
+        return Err(Error::Setting(
+            "4-bit word embeddings go with int8 or int8-dynamic weights, not f32".into(),
+        ));
+    }
     let opened = open_untrimmed(source, out, options)?;
-    match options.trim_vocab.is_empty() {
+    match options.trim_vocab.is_empty() && options.trim_words.is_empty() {
         true => Ok(opened),
-        false => trim_vocab::trim(opened, &options.trim_vocab, options.trim_min_count),
+        false => trim_vocab::trim(opened, options),
     }
 }
 
@@ -215,6 +227,7 @@ fn open_bundle(source: &Path, options: &ExportOptions) -> Result<ExportSource> {
         max_seq_len: options.seq_len.unwrap_or(original.manifest.max_seq_len),
         threshold: options.threshold,
         weights: options.precision,
+        word_embeddings: options.word_embeddings,
         test_metrics: None,
         ..original.manifest.clone()
     };
@@ -239,7 +252,12 @@ pub(crate) fn checked_bundle(source: &ExportSource, manifest: Manifest) -> Resul
         )));
     }
     let labels = format!("{},{}", manifest.labels.negative, manifest.labels.positive);
-    let onnx = export(model, manifest.weights, &[("feelings.labels", &labels)])?;
+    let onnx = export(
+        model,
+        manifest.weights,
+        manifest.word_embeddings,
+        &[("feelings.labels", &labels)],
+    )?;
     let bundle = Bundle::new(manifest, onnx, source.tokenizer.clone());
     let max_logit_difference = check_bundle(model, &bundle).map_err(|e| match e {
         Error::Check(failure) => Error::model(
@@ -289,6 +307,7 @@ fn manifest(
         threshold: options.threshold,
         vocab_size,
         weights: options.precision,
+        word_embeddings: options.word_embeddings,
         training: TrainingSummary {
             // The base model's folder name: the run's absolute path says nothing elsewhere.
             base_model: settings.model.file_name().map_or_else(

@@ -38,11 +38,16 @@ pub const WEIGHT_ZERO_POINT: u8 = 128;
 /// How the large weight matrices are stored and multiplied: the manifest's weight format
 /// (f32, weight-only int8, or int8 with the activations quantised at run time).
 pub use feelings_core::manifest::WeightFormat as Precision;
+pub use feelings_core::manifest::{EmbeddingFormat, INT4_BLOCK};
+
+/// The offset of [`EmbeddingFormat::Int4`]'s stored values: a nibble holds the value plus 8.
+const INT4_OFFSET: i8 = 8;
 
 /// Builds the graph: a list of nodes and initializers with generated value names.
 struct Graph<'a> {
     model: &'a CandleClassifier,
     precision: Precision,
+    word_embeddings: EmbeddingFormat,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     next: usize,
@@ -239,6 +244,9 @@ impl<'a> Graph<'a> {
         let gather = |g: &mut Self, table: &str| {
             g.node("Gather", &[table, "input_ids"], vec![attr_int("axis", 0)])
         };
+        if self.word_embeddings == EmbeddingFormat::Int4 {
+            return self.int4_word_embeddings(name);
+        }
         if self.precision == Precision::F32 {
             let table = self.vector_matrix(name)?;
             return Ok(gather(self, &table));
@@ -255,6 +263,58 @@ impl<'a> Graph<'a> {
         let last = self.init_i64("const.axes_2", &[1], &[2]);
         let scales = self.node("Unsqueeze", &[&scales, &last], vec![]);
         Ok(self.node("Mul", &[&rows, &scales], vec![]))
+    }
+
+    /// The word embeddings of `input_ids` from a table stored at [`EmbeddingFormat::Int4`]:
+    /// `name.int4`, u8 `[rows, hidden / 2]` whose byte `k` holds value `k` of the row in its
+    /// low nibble and value `k + hidden / 2` in its high one, each plus 8; `name.block_scale`,
+    /// f16 `[rows, hidden / 32]`. The rows are gathered first, then split into nibbles and
+    /// scaled, all in f32 (exact: the nibbles are small integers).
+    fn int4_word_embeddings(&mut self, name: &str) -> Result<String> {
+        let (values, [rows, hidden]) = self.matrix(name, false)?;
+        let blocks = hidden / INT4_BLOCK;
+        let (packed, scales) = quantize_int4(&values, hidden).ok_or_else(|| {
+            Error::Setting(format!(
+                "4-bit word embeddings need a hidden size that is a multiple of {INT4_BLOCK}, not {hidden}"
+            ))
+        })?;
+        let packed = self.init(
+            &format!("{name}.int4"),
+            &[rows, hidden / 2],
+            DataType::Uint8,
+            packed,
+        );
+        let scales: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let scales = self.init(
+            &format!("{name}.block_scale"),
+            &[rows, blocks],
+            DataType::Float16,
+            scales,
+        );
+        let to_f32 = vec![attr_int("to", DataType::Float as i64)];
+        let bytes = self.node("Gather", &[&packed, "input_ids"], vec![attr_int("axis", 0)]);
+        let bytes = self.node("Cast", &[&bytes], to_f32.clone());
+        let sixteen = self.scalar("const.sixteen", 16.0);
+        let high = self.node("Div", &[&bytes, &sixteen], vec![]);
+        let high = self.node("Floor", &[&high], vec![]);
+        let high_part = self.node("Mul", &[&high, &sixteen], vec![]);
+        let low = self.node("Sub", &[&bytes, &high_part], vec![]);
+        let nibbles = self.node("Concat", &[&low, &high], vec![attr_int("axis", -1)]);
+        let offset = self.scalar("const.int4_offset", f32::from(INT4_OFFSET));
+        let centred = self.node("Sub", &[&nibbles, &offset], vec![]);
+        let block_shape = self.init_i64(
+            "const.int4_blocks",
+            &[4],
+            &[0, 0, blocks as i64, INT4_BLOCK as i64],
+        );
+        let centred = self.node("Reshape", &[&centred, &block_shape], vec![]);
+        let scales = self.node("Gather", &[&scales, "input_ids"], vec![attr_int("axis", 0)]);
+        let scales = self.node("Cast", &[&scales], to_f32);
+        let last = self.init_i64("const.axes_3", &[1], &[3]);
+        let scales = self.node("Unsqueeze", &[&scales, &last], vec![]);
+        let scaled = self.node("Mul", &[&centred, &scales], vec![]);
+        let row_shape = self.init_i64("const.int4_rows", &[3], &[0, 0, hidden as i64]);
+        Ok(self.node("Reshape", &[&scaled, &row_shape], vec![]))
     }
 
     /// `x W^T + b` for a candle-layout (`[out, in]`) linear layer named `prefix`.
@@ -478,15 +538,18 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// Serialises `model` as an ONNX file; `metadata` is stored in the model's metadata_props.
+/// Serialises `model` as an ONNX file, its weights at `precision` and its word embeddings as
+/// `word_embeddings` says; `metadata` is stored in the model's metadata_props.
 pub fn export(
     model: &CandleClassifier,
     precision: Precision,
+    word_embeddings: EmbeddingFormat,
     metadata: &[(&str, &str)],
 ) -> Result<Vec<u8>> {
     let mut graph = Graph {
         model,
         precision,
+        word_embeddings,
         nodes: Vec::new(),
         initializers: Vec::new(),
         next: 0,
@@ -560,4 +623,107 @@ fn quantize_channels(values: &[f32], dims: [usize; 2], axis: usize) -> (Vec<i8>,
         }
     }
     (quantized, scales)
+}
+
+/// The rows of a `[rows, hidden]` table (row-major `values`) at [`EmbeddingFormat::Int4`]: the
+/// packed nibbles (see [`Graph::int4_word_embeddings`]) and one f16 scale per block of
+/// [`INT4_BLOCK`] values, as llama.cpp's Q4_0 rounds them: the scale is the block's value of
+/// largest magnitude over -8, so that value is exactly -8 steps and the rest round into
+/// -8..=7. A table already on such a grid (multilingual-e5-small's, read from a Q4_0 file)
+/// comes back exactly. `None` if `hidden` is not a multiple of [`INT4_BLOCK`].
+pub fn quantize_int4(values: &[f32], hidden: usize) -> Option<(Vec<u8>, Vec<half::f16>)> {
+    if hidden == 0 || !hidden.is_multiple_of(INT4_BLOCK) {
+        return None;
+    }
+    let mut scales = Vec::with_capacity(values.len() / INT4_BLOCK);
+    let mut nibbles = vec![0u8; values.len()];
+    for (block, chunk) in values.chunks_exact(INT4_BLOCK).enumerate() {
+        let extreme = chunk
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        let scale = half::f16::from_f32(extreme / -f32::from(INT4_OFFSET));
+        let step = scale.to_f32();
+        scales.push(scale);
+        for (i, &v) in chunk.iter().enumerate() {
+            let q = if step == 0.0 {
+                0.0
+            } else {
+                (v / step).round().clamp(-8.0, 7.0)
+            };
+            nibbles[block * INT4_BLOCK + i] = (q as i8 + INT4_OFFSET) as u8;
+        }
+    }
+    let half_row = hidden / 2;
+    let packed = nibbles
+        .chunks_exact(hidden)
+        .flat_map(|row| (0..half_row).map(move |k| row[k] | (row[k + half_row] << 4)))
+        .collect();
+    Some((packed, scales))
+}
+
+/// The f32 values of a table packed by [`quantize_int4`], `hidden` a row.
+pub fn dequantize_int4(packed: &[u8], scales: &[half::f16], hidden: usize) -> Vec<f32> {
+    let half_row = hidden / 2;
+    let mut values = Vec::with_capacity(packed.len() * 2);
+    for row in packed.chunks_exact(half_row) {
+        let nibbles = row
+            .iter()
+            .map(|b| b & 0x0f)
+            .chain(row.iter().map(|b| b >> 4));
+        values.extend(nibbles.map(|n| f32::from(n as i8 - INT4_OFFSET)));
+    }
+    for (value, i) in values.iter_mut().zip(0..) {
+        *value *= scales[i / INT4_BLOCK].to_f32();
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_on_a_q4_0_grid_comes_back_exactly_from_4_bits() {
+        // Two rows of 64: four blocks, each with its own f16 step, values -8..=7 steps.
+        let steps = [0.013671875f32, -0.5, 2.0, 0.0009765625];
+        let values: Vec<f32> = (0..128)
+            .map(|i| {
+                let q = (i * 7 % 16) as f32 - 8.0;
+                let q = if i % 32 == 3 { -8.0 } else { q };
+                q * steps[i / 32].abs()
+            })
+            .collect();
+        let (packed, scales) = quantize_int4(&values, 64).unwrap();
+        assert_eq!(packed.len(), 64, "two values a byte");
+        assert_eq!(scales.len(), 4, "one scale a block of 32");
+        assert_eq!(dequantize_int4(&packed, &scales, 64), values);
+    }
+
+    #[test]
+    fn other_tables_round_to_within_half_a_step_of_their_block() {
+        let values: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let (packed, scales) = quantize_int4(&values, 96).unwrap();
+        let back = dequantize_int4(&packed, &scales, 96);
+        for (i, (v, b)) in values.iter().zip(&back).enumerate() {
+            // Half a step, but a whole one for a value beyond +7 steps (the grid is -8..=7,
+            // -8 being the block's extreme: its opposite is clamped to 7).
+            let step = scales[i / INT4_BLOCK].to_f32();
+            let limit = if v / step > 7.5 {
+                step.abs()
+            } else {
+                step.abs() / 2.0
+            };
+            assert!(
+                (v - b).abs() <= limit + 1e-6,
+                "value {i}: {v} came back {b}"
+            );
+        }
+        // A zero block and a hidden size off the block are handled.
+        let (_, zero) = quantize_int4(&[0.0; 32], 32).unwrap();
+        assert_eq!(zero[0].to_f32(), 0.0);
+        assert!(quantize_int4(&[0.0; 48], 48).is_none());
+    }
 }

@@ -15,6 +15,9 @@
 //! A minimum count (`--trim-min-count`) also drops the pieces the corpus uses rarely (names,
 //! typos): a text that needs one is then spelt with shorter pieces, and its logits move a
 //! little; the texts that need none keep theirs.
+//!
+//! Word lists (`--trim-words`) add the pieces of languages the corpus lacks: every piece their
+//! words use is kept, whatever the minimum, since a list names each word once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -24,7 +27,7 @@ use feelings_core::clean_review;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::ExportSource;
+use super::{ExportOptions, ExportSource};
 use crate::data::read::open_maybe_gzip;
 use crate::error::{Error, Result};
 use crate::model::{hf_name, CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS};
@@ -32,22 +35,26 @@ use crate::model::{hf_name, CandleClassifier, Head, ModelFiles, WORD_EMBEDDINGS}
 /// The column of a CSV corpus that holds the texts.
 pub const CORPUS_TEXT_COLUMN: &str = "review";
 
-/// `source` with its vocabulary trimmed to the pieces the texts of `corpus` use at least
-/// `min_count` times (see the module).
-pub(crate) fn trim(
-    source: ExportSource,
-    corpus: &[impl AsRef<Path>],
-    min_count: usize,
-) -> Result<ExportSource> {
-    let texts = corpus
-        .iter()
-        .map(|path| read_corpus(path.as_ref()))
-        .collect::<Result<Vec<_>>>()?
-        .concat();
+/// `source` with its vocabulary trimmed to the pieces the texts of `options.trim_vocab` use at
+/// least `options.trim_min_count` times and those of `options.trim_words` use at all (see the
+/// module).
+pub(crate) fn trim(source: ExportSource, options: &ExportOptions) -> Result<ExportSource> {
+    let read = |files: &[std::path::PathBuf]| -> Result<Vec<String>> {
+        Ok(files
+            .iter()
+            .map(|path| read_corpus(path))
+            .collect::<Result<Vec<_>>>()?
+            .concat())
+    };
+    let corpus = Corpus {
+        counted: read(&options.trim_vocab)?,
+        min_count: options.trim_min_count,
+        words: read(&options.trim_words)?,
+    };
     let bad = |e: String| Error::model(&source.path, format!("its tokenizer.json: {e}"));
     let tokenizer = Tokenizer::from_bytes(&source.tokenizer).map_err(|e| bad(e.to_string()))?;
     let json: Value = serde_json::from_slice(&source.tokenizer).map_err(|e| bad(e.to_string()))?;
-    let kept = kept_ids(&tokenizer, &json, &texts, min_count).map_err(bad)?;
+    let kept = kept_ids(&tokenizer, &json, &corpus).map_err(bad)?;
     let trimmed = trimmed_tokenizer(&json, &kept).map_err(bad)?;
     let folder = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let dir = folder.path();
@@ -121,16 +128,20 @@ fn read_corpus(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The ids to keep, in order: the pieces `texts` tokenise into (cleaned as the model reads
-/// them) at least `min_count` times, every added or special token, and every single-character
-/// piece.
-fn kept_ids(
-    tokenizer: &Tokenizer,
-    json: &Value,
-    texts: &[String],
+/// The texts whose pieces a trimmed vocabulary keeps.
+struct Corpus {
+    /// Texts whose pieces are kept if they use them at least `min_count` times in all.
+    counted: Vec<String>,
     min_count: usize,
-) -> std::result::Result<Vec<u32>, String> {
-    let mut kept: BTreeSet<u32> = tokenizer.get_added_tokens_decoder().into_keys().collect();
+    /// Texts (word lists) whose pieces are all kept.
+    words: Vec<String>,
+}
+
+/// How many times the texts use each piece, cleaned as the model reads them.
+fn piece_uses(
+    tokenizer: &Tokenizer,
+    texts: &[String],
+) -> std::result::Result<HashMap<u32, usize>, String> {
     let cleaned: Vec<String> = texts.iter().map(|t| clean_review(t)).collect();
     let mut uses: HashMap<u32, usize> = HashMap::new();
     for encoding in tokenizer
@@ -141,11 +152,25 @@ fn kept_ids(
             *uses.entry(id).or_default() += 1;
         }
     }
+    Ok(uses)
+}
+
+/// The ids to keep, in order: the pieces of the corpus (see [`Corpus`]), every added or special
+/// token, and every single-character piece.
+fn kept_ids(
+    tokenizer: &Tokenizer,
+    json: &Value,
+    corpus: &Corpus,
+) -> std::result::Result<Vec<u32>, String> {
+    let mut kept: BTreeSet<u32> = tokenizer.get_added_tokens_decoder().into_keys().collect();
+    let counted = piece_uses(tokenizer, &corpus.counted)?;
     kept.extend(
-        uses.into_iter()
-            .filter(|&(_, n)| n >= min_count)
+        counted
+            .into_iter()
+            .filter(|&(_, n)| n >= corpus.min_count)
             .map(|(id, _)| id),
     );
+    kept.extend(piece_uses(tokenizer, &corpus.words)?.into_keys());
     let single = |piece: &str| piece.trim_start_matches("##").chars().count() == 1;
     for (piece, id) in pieces(json)? {
         if single(&piece) {
@@ -302,6 +327,14 @@ mod tests {
         })
     }
 
+    fn counted(texts: &[&str], min_count: usize) -> Corpus {
+        Corpus {
+            counted: texts.iter().map(|t| t.to_string()).collect(),
+            min_count,
+            words: Vec::new(),
+        }
+    }
+
     fn tokens(json: &Value, text: &str) -> Vec<String> {
         let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(json).unwrap()).unwrap();
         tokenizer.encode(text, true).unwrap().get_tokens().to_vec()
@@ -311,8 +344,8 @@ mod tests {
     fn a_unigram_vocabulary_keeps_the_corpus_pieces_specials_and_single_characters() {
         let json = unigram();
         let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
-        let corpus = ["le film<br />était super".to_string()];
-        let kept = kept_ids(&tokenizer, &json, &corpus, 1).unwrap();
+        let corpus = counted(&["le film<br />était super"], 1);
+        let kept = kept_ids(&tokenizer, &json, &corpus).unwrap();
         // Specials 0-3, "▁" (one character), the four pieces of the review, "b" and "e".
         assert_eq!(kept, [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11]);
         let trimmed = trimmed_tokenizer(&json, &kept).unwrap();
@@ -333,8 +366,8 @@ mod tests {
     fn pieces_the_corpus_uses_less_often_than_the_minimum_are_dropped() {
         let json = unigram();
         let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
-        let corpus = ["le film était super".to_string(), "le film".to_string()];
-        let kept = kept_ids(&tokenizer, &json, &corpus, 2).unwrap();
+        let corpus = counted(&["le film était super", "le film"], 2);
+        let kept = kept_ids(&tokenizer, &json, &corpus).unwrap();
         // "▁était" (7) and "▁super" (8) are used once; specials and single characters stay.
         assert_eq!(kept, [0, 1, 2, 3, 4, 5, 6, 10, 11]);
         let trimmed = trimmed_tokenizer(&json, &kept).unwrap();
@@ -344,6 +377,28 @@ mod tests {
             tokens(&json, "super"),
             "a dropped piece is spelt with what is left"
         );
+    }
+
+    #[test]
+    fn the_pieces_of_a_word_list_are_kept_whatever_the_minimum_count() {
+        let json = unigram();
+        let tokenizer = Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
+        let corpus = Corpus {
+            words: vec!["super".into(), "bon".into()],
+            ..counted(&["le film était super", "le film"], 2)
+        };
+        let kept = kept_ids(&tokenizer, &json, &corpus).unwrap();
+        // "▁super" (8) and "▁bon" (12) from the list, used once each; "▁était" (7) still goes.
+        assert_eq!(kept, [0, 1, 2, 3, 4, 5, 6, 8, 10, 11, 12]);
+        let trimmed = trimmed_tokenizer(&json, &kept).unwrap();
+        assert_eq!(tokens(&trimmed, "bon super"), tokens(&json, "bon super"));
+        // A list alone (no counted corpus) trims too.
+        let words_only = Corpus {
+            words: vec!["bon".into()],
+            ..counted(&[], 1)
+        };
+        let kept = kept_ids(&tokenizer, &json, &words_only).unwrap();
+        assert_eq!(kept, [0, 1, 2, 3, 4, 10, 11, 12]);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use feelings_core::{Bundle, BundleError, ClassifyError, TractClassifier};
 use feelings_trainer::data::batch::make_batch;
-use feelings_trainer::export::onnx::Precision;
+use feelings_trainer::export::hf_layout::export_hf_layout;
+use feelings_trainer::export::onnx::{EmbeddingFormat, Precision};
 use feelings_trainer::export::{
     check_bundle, check_logits, export_bundle, logit_tolerance, CheckFailure, ExportOptions,
     Exported,
@@ -30,7 +31,12 @@ pub(crate) fn export_options(precision: Precision) -> ExportOptions {
 
 /// A one-epoch run of the tiny model in `dir/run`.
 pub(crate) fn tiny_run(dir: &Path) -> PathBuf {
-    let model = tiny_bert(&dir.join("model"), &TinyShape::default());
+    tiny_run_shaped(dir, &TinyShape::default())
+}
+
+/// A one-epoch run of a tiny model of `shape` in `dir/run`.
+fn tiny_run_shaped(dir: &Path, shape: &TinyShape) -> PathBuf {
+    let model = tiny_bert(&dir.join("model"), shape);
     write_csv(&dir.join("data.csv"), &reviews(64, 8));
     let mut s = TrainSettings::new(dir.join("data.csv"), model);
     s.seq_len = 32;
@@ -312,7 +318,13 @@ fn trained_minilm(dir: &Path) -> (CandleClassifier, Bundle) {
 fn trained_weights_pass_the_int8_check_and_fail_it_damaged() {
     let dir = tempfile::tempdir().unwrap();
     let (model, shipped) = trained_minilm(dir.path());
-    let onnx = feelings_trainer::export::onnx::export(&model, Precision::Int8, &[]).unwrap();
+    let onnx = feelings_trainer::export::onnx::export(
+        &model,
+        Precision::Int8,
+        EmbeddingFormat::AsWeights,
+        &[],
+    )
+    .unwrap();
     let bundle = Bundle::new(shipped.manifest.clone(), onnx, shipped.tokenizer.clone());
     let gap = check_bundle(&model, &bundle).unwrap();
     println!("trained MiniLM-L6, int8: largest logit difference on the check reviews {gap:.3e}");
@@ -768,6 +780,103 @@ fn a_bundle_exports_again_at_another_precision_from_its_own_weights() {
     };
     let err = export_bundle(&int8, &dir.path().join("e"), false, &options).unwrap_err();
     assert!(err.to_string().contains("is a bundle"), "{err}");
+}
+
+/// The initializers of a bundle's graph by name: ONNX data type, shape and bytes.
+fn initializers(bundle: &Bundle) -> std::collections::BTreeMap<String, (i32, Vec<i64>, Vec<u8>)> {
+    use prost::Message;
+    let proto = tract_onnx::pb::ModelProto::decode(&bundle.model[..]).unwrap();
+    let graph = proto.graph.unwrap();
+    graph
+        .initializer
+        .into_iter()
+        .map(|t| (t.name, (t.data_type, t.dims, t.raw_data)))
+        .collect()
+}
+
+#[test]
+fn four_bit_word_embeddings_run_as_the_values_they_store_and_export_again_unchanged() {
+    use tract_onnx::pb::tensor_proto::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    // A hidden size of 32: one block of 4-bit values a row.
+    let shape = TinyShape {
+        hidden: 32,
+        heads: 2,
+        ..TinyShape::default()
+    };
+    let run = tiny_run_shaped(dir.path(), &shape);
+    let four_bit = |precision| ExportOptions {
+        word_embeddings: EmbeddingFormat::Int4,
+        ..export_options(precision)
+    };
+    let q4 = dir.path().join("q4");
+    let exported = export_bundle(&run, &q4, false, &four_bit(Precision::Int8)).unwrap();
+    assert!(exported.max_logit_difference <= logit_tolerance(Precision::Int8));
+    let bundle = Bundle::read_dir(&q4).unwrap();
+    assert_eq!(bundle.manifest.word_embeddings, EmbeddingFormat::Int4);
+    let stored = initializers(&bundle);
+    let rows = (4 + WORDS.len()) as i64;
+    let table = "embeddings.word_embeddings.weight";
+    let (kind, dims, _) = &stored[&format!("{table}.int4")];
+    assert_eq!(
+        (*kind, dims.as_slice()),
+        (DataType::Uint8 as i32, &[rows, 16][..])
+    );
+    let (kind, dims, _) = &stored[&format!("{table}.block_scale")];
+    assert_eq!(
+        (*kind, dims.as_slice()),
+        (DataType::Float16 as i32, &[rows, 1][..])
+    );
+    assert!(!stored.contains_key(&format!("{table}.int8")));
+
+    // The same model in f32, its weights read back from the 4-bit bundle: the graph unpacks
+    // exactly the values it stores.
+    let f32 = dir.path().join("f32");
+    export_bundle(&q4, &f32, false, &export_options(Precision::F32)).unwrap();
+    let ids = tiny_ids(40, 5);
+    let q4_logits = TractClassifier::new(&bundle).unwrap().logits(&ids).unwrap();
+    let f32_logits = TractClassifier::new(&Bundle::read_dir(&f32).unwrap())
+        .unwrap()
+        .logits(&ids)
+        .unwrap();
+    let as_rows = |l: &[[f32; 2]]| l.iter().map(|r| r.to_vec()).collect::<Vec<_>>();
+    let gap = max_gap(&as_rows(&f32_logits), &q4_logits);
+    assert!(gap < 1e-5, "4-bit graph vs its values in f32: {gap}");
+    // Rounding to 4 bits moves the logits from the trained model's, a little.
+    let candle = candle_logits(&exported.checkpoint, &ids, 0);
+    let gap = max_gap(&candle, &q4_logits);
+    assert!(gap > 1e-6 && gap < 0.1, "4-bit vs candle: {gap}");
+    if let Some(ort) = onnxruntime_logits(&q4.join("model.onnx"), &ids, 0) {
+        let gap = max_gap(&ort, &q4_logits);
+        assert!(gap < 1e-4, "4-bit: onnxruntime vs tract: {gap}");
+    }
+    // Exported again at 4 bits from its own weights, at another precision: the same bytes.
+    let again = dir.path().join("again");
+    export_bundle(&q4, &again, false, &four_bit(Precision::Int8Dynamic)).unwrap();
+    let again = initializers(&Bundle::read_dir(&again).unwrap());
+    for suffix in ["int4", "block_scale"] {
+        let name = format!("{table}.{suffix}");
+        assert_eq!(again[&name].2, stored[&name].2, "{name}");
+    }
+    // 4 bits go with int8 weights: f32 ones are refused, and so is the Hugging Face layout.
+    let err = export_bundle(
+        &run,
+        &dir.path().join("no"),
+        false,
+        &four_bit(Precision::F32),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("4-bit word embeddings go with int8"), "{err}");
+    let hf = dir.path().join("hf");
+    let err = export_hf_layout(&run, &hf, false, &four_bit(Precision::Int8))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4-bit word embeddings are a bundle's"),
+        "{err}"
+    );
+    assert!(!hf.exists(), "nothing written");
 }
 
 #[test]

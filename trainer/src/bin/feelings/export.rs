@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use feelings_trainer::export::hf_layout::{export_hf_layout, ExportedHf};
-use feelings_trainer::export::onnx::Precision;
+use feelings_trainer::export::onnx::{EmbeddingFormat, Precision};
 use feelings_trainer::export::{export_bundle, ExportOptions, Exported};
 
 use crate::values;
@@ -62,6 +62,21 @@ pub struct ExportArgs {
     /// its logits moving a little). Specials and single characters are always kept.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = values::positive_count, requires = "trim_vocab")]
     trim_min_count: usize,
+    /// Also keep every piece of the words in this list (one word or text a line, gzip allowed),
+    /// however rarely they occur: e.g. the most frequent words of the languages the model should
+    /// keep reading, which a review corpus lacks. Repeat for more files; trims alone too.
+    #[arg(long, value_name = "LIST")]
+    trim_words: Vec<PathBuf>,
+    /// How to store the word embeddings: `int4` (4-bit, blocks of 32 values of a row with an
+    /// f16 scale each, as llama.cpp's Q4_0: about half of int8's size, for a large vocabulary
+    /// in the browser) [default: as --quantize says]. Needs --quantize int8 or int8-dynamic.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    word_embeddings: Option<WordEmbeddingsArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum WordEmbeddingsArg {
+    Int4,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -80,6 +95,13 @@ enum QuantizeArg {
 impl ExportArgs {
     /// Refuses options that contradict each other, for the command-line parser to report.
     pub fn refuse_conflicts(&self) -> std::result::Result<(), &'static str> {
+        if self.word_embeddings.is_some() && self.layout == LayoutArg::Hf {
+            return Err("--word-embeddings is a bundle's: --layout hf writes its own f32 and int8-dynamic models");
+        }
+        if self.word_embeddings.is_some() && matches!(self.quantize, None | Some(QuantizeArg::F32))
+        {
+            return Err("--word-embeddings int4 goes with --quantize int8 or int8-dynamic");
+        }
         if self.layout != LayoutArg::Hf {
             return Ok(());
         }
@@ -109,6 +131,11 @@ pub fn run(args: ExportArgs) -> Result<()> {
         seq_len: args.seq_len,
         trim_vocab: args.trim_vocab,
         trim_min_count: args.trim_min_count,
+        trim_words: args.trim_words,
+        word_embeddings: match args.word_embeddings {
+            Some(WordEmbeddingsArg::Int4) => EmbeddingFormat::Int4,
+            None => EmbeddingFormat::AsWeights,
+        },
     };
     if args.layout == LayoutArg::Hf {
         let exported = export_hf_layout(&args.run, &args.out, args.overwrite, &options)?;
@@ -149,11 +176,16 @@ pub fn print_summary(exported: &Exported, out: &str) {
         exported.checkpoint.display(),
         m.name,
     );
+    let embeddings = match m.word_embeddings {
+        EmbeddingFormat::Int4 => ", 4-bit word embeddings",
+        EmbeddingFormat::AsWeights => "",
+    };
     println!(
-        "  model.onnx {:.1} MB ({:?} weights), tokenizer.json {:.1} MB",
+        "  model.onnx {:.1} MB ({:?} weights{embeddings}), tokenizer.json {:.1} MB, {} pieces",
         exported.bundle.model.len() as f64 / 1e6,
         m.weights,
-        exported.bundle.tokenizer.len() as f64 / 1e6
+        exported.bundle.tokenizer.len() as f64 / 1e6,
+        m.vocab_size
     );
     println!(
         "  sequence length {}, truncation {}, threshold {}, labels {}/{}",
