@@ -75,8 +75,11 @@ fn read_config(
 ) -> std::result::Result<BertConfig, String> {
     let dims = |name: &str| -> std::result::Result<Vec<usize>, String> {
         if let Some(t) = initializers.get(format!("{name}.int4").as_str()) {
+            let [rows, bytes] = t.dims[..] else {
+                return Err(format!("'{name}.int4' is not a matrix"));
+            };
             // Two values a byte.
-            return Ok(vec![t.dims[0] as usize, 2 * t.dims[1] as usize]);
+            return Ok(vec![rows as usize, 2 * bytes as usize]);
         }
         let t = initializers
             .get(name)
@@ -175,9 +178,9 @@ fn read_variables(
         } else {
             continue;
         };
-        let dims = match name.ends_with(".int4") {
-            true => vec![dims[0], hidden],
-            false => dims,
+        let dims = match (name.ends_with(".int4"), dims.first()) {
+            (true, Some(&rows)) => vec![rows, hidden],
+            _ => dims,
         };
         let tensor =
             Tensor::from_vec(values, dims.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
