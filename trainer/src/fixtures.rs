@@ -246,6 +246,7 @@ pub fn quiet_cpu() -> TrainOptions {
         stop_after: None,
         stop_after_steps: None,
         save_every: None,
+        stop: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! asked, then the validation subset scored.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use candle_core::D;
@@ -86,7 +87,7 @@ pub(super) fn train_epoch(
     let (earlier_seconds, earlier_seen) = (progress.seconds, progress.seen);
     let mut last_save = Instant::now();
     for (i, indices) in batches.iter().enumerate().skip(progress.batches_done) {
-        if steps.left == Some(0) {
+        if steps.left == Some(0) || options.stop.load(Ordering::Relaxed) {
             save_partial(model, optimizer, at.run, &progress)?;
             pb.finish_and_clear();
             return Ok(None);

@@ -9,6 +9,8 @@ pub mod run_dir;
 pub mod settings;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::Device;
@@ -42,6 +44,9 @@ pub struct TrainOptions {
     pub stop_after_steps: Option<usize>,
     /// Save the epoch in progress this often, so a kill loses at most this much work.
     pub save_every: Option<Duration>,
+    /// Set (by the CLI on Ctrl-C or SIGTERM) to stop before the next step: the epoch in
+    /// progress is saved as after `stop_after_steps`, and the run can be resumed.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Starts a new run in `out` (refused if `out` holds anything, unless `overwrite`).

@@ -71,6 +71,64 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
     assert!(!conflicting.status.success());
 }
 
+#[test]
+fn ctrl_c_stops_training_with_the_run_saved_for_resume() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_bert(&dir.path().join("model"), &TinyShape::default());
+    let data = dir.path().join("data.csv");
+    write_csv(&data, &reviews(64, 4));
+    let out = dir.path().join("run");
+    // Far more epochs than the test waits for: the signal lands while training.
+    let mut child = feelings()
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .args(["--seq-len", "24", "--epochs", "500", "--no-early-stopping"])
+        .args(["--threads", "1", "--save-minutes", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("epoch 1 step") {
+        assert!(
+            stderr.read_line(&mut seen).unwrap() > 0,
+            "training ended early: {seen}"
+        );
+    }
+    let signalled = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -INT {}", child.id()))
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a clear error, not a kill: {rest}");
+    assert!(
+        rest.contains("stopped by a signal") && rest.contains("--resume"),
+        "{rest}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["status"], "running");
+    assert!(out.join("partial-epoch/progress.json").is_file(), "{rest}");
+
+    let resumed = feelings()
+        .args(["train", "--stop-after", "1", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&resumed);
+}
+
 /// Runs `feelings ARGS` and returns its exit code and standard error.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
     let out = feelings().args(args).output().unwrap();

@@ -2,9 +2,11 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command};
 use feelings_core::Truncation;
@@ -12,7 +14,7 @@ use feelings_trainer::device;
 use feelings_trainer::train::lineage::continue_from;
 use feelings_trainer::train::optim::AdamWConfig;
 use feelings_trainer::train::run_dir::{Monitor, RunDir, EPOCH_COLUMNS};
-use feelings_trainer::train::settings::{RunInfo, TrainSettings};
+use feelings_trainer::train::settings::{RunInfo, RunStatus, TrainSettings};
 use feelings_trainer::train::{resume, train, TrainOptions};
 
 use crate::values;
@@ -116,7 +118,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = values::positive_count)]
     stop_after_steps: Option<usize>,
     /// Save the epoch in progress every this many minutes (at most 10080, a week), so a kill
-    /// (or Ctrl-C) loses at most that much work; 0 saves only complete epochs.
+    /// loses at most that much work; 0 saves only complete epochs. Ctrl-C and SIGTERM lose
+    /// nothing: training stops before its next step with the epoch in progress saved.
     #[arg(long, default_value_t = 10.0, value_parser = values::save_minutes)]
     save_minutes: f64,
     #[command(flatten)]
@@ -208,6 +211,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         // At most a week (checked when parsed): far from Duration's limit.
         save_every: (args.save_minutes > 0.0)
             .then(|| Duration::from_secs_f64(60.0 * args.save_minutes)),
+        stop: stop_on_signals()?,
     };
     let (info, out) = if let Some(dir) = &args.resume {
         (resume(dir, &options)?, dir.clone())
@@ -243,7 +247,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
         };
         (train(settings, &out, args.overwrite, &options)?, out)
     };
-    print_summary(&info, &out)
+    print_summary(&info, &out)?;
+    if options.stop.load(Ordering::Relaxed) && info.status == RunStatus::Running {
+        bail!(
+            "stopped by a signal; the run is saved: continue with `feelings train --resume {}`",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A flag that Ctrl-C (SIGINT) or SIGTERM sets, so that training stops before its next step
+/// with the epoch in progress saved. A second signal, while the first is still pending (say
+/// during a long evaluation), ends the process at once with status 130.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .context("cannot listen for Ctrl-C")?;
+    }
+    Ok(stop)
 }
 
 /// The data settings given on the command line.
