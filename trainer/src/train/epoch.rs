@@ -49,8 +49,8 @@ pub(super) struct Steps {
 }
 
 /// Trains one epoch from `start` (a saved partial epoch) or its beginning; returns the
-/// training loss and accuracy, or `None` when the steps left ran out first (the epoch so far
-/// is saved).
+/// training loss and accuracy, or `None` when the steps left ran out first or a stop was asked
+/// (the epoch so far is saved).
 pub(super) fn train_epoch(
     model: &CandleClassifier,
     optimizer: &mut AdamW,

@@ -9,7 +9,7 @@ pub mod run_dir;
 pub mod settings;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,14 @@ pub fn train(
     // Check the inputs before touching the output folder.
     let files = ModelFiles::locate(&settings.model)?;
     let prepared = prepare(&settings, &files, options.progress)?;
+    // A stop asked while the data was prepared leaves the output folder (and any run
+    // `overwrite` would replace) as it was.
+    if options.stop.load(Ordering::Relaxed) {
+        return Err(Error::run(
+            out,
+            "stopped before training started: nothing was written",
+        ));
+    }
     let dir = RunDir::create(out, overwrite)?;
     run(dir, settings, files, prepared, None, options)
 }
@@ -261,8 +269,8 @@ fn run_info(
 }
 
 /// Trains the epochs still to do, each followed by validation, a checkpoint and `run.json`,
-/// until the last, an early stop, or this invocation's `--stop-after*` limit; returns whether
-/// early stopping ended the run.
+/// until the last, an early stop, this invocation's `--stop-after*` limit, or a stop asked
+/// through `options.stop`; returns whether early stopping ended the run.
 fn run_epochs(
     ctx: &RunContext,
     prepared: &Prepared,

@@ -71,6 +71,16 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
     assert!(!conflicting.status.success());
 }
 
+/// A child process killed when dropped, so a failed assertion leaves no training behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn ctrl_c_stops_training_with_the_run_saved_for_resume() {
     use std::io::{BufRead, BufReader};
@@ -81,20 +91,23 @@ fn ctrl_c_stops_training_with_the_run_saved_for_resume() {
     write_csv(&data, &reviews(64, 4));
     let out = dir.path().join("run");
     // Far more epochs than the test waits for: the signal lands while training.
-    let mut child = feelings()
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(&out)
-        .args(["--seq-len", "24", "--epochs", "500", "--no-early-stopping"])
-        .args(["--threads", "1", "--save-minutes", "0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(
+        feelings()
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(["--seq-len", "24", "--epochs", "500", "--no-early-stopping"])
+            .args(["--threads", "1", "--save-minutes", "0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
     let mut seen = String::new();
     while !seen.contains("epoch 1 step") {
         assert!(
@@ -104,13 +117,13 @@ fn ctrl_c_stops_training_with_the_run_saved_for_resume() {
     }
     let signalled = Command::new("sh")
         .arg("-c")
-        .arg(format!("kill -INT {}", child.id()))
+        .arg(format!("kill -INT {}", child.0.id()))
         .status()
         .unwrap();
     assert!(signalled.success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(1), "a clear error, not a kill: {rest}");
     assert!(
         rest.contains("stopped by a signal") && rest.contains("--resume"),

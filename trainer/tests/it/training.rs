@@ -310,23 +310,34 @@ fn a_run_killed_mid_epoch_resumes_from_its_partial_epoch_to_the_same_model() {
 
 #[test]
 fn a_stop_asked_for_saves_the_epoch_before_the_next_step() {
+    use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = tiny_settings(dir.path());
     settings.epochs = 1;
     let whole = dir.path().join("whole");
     train(settings.clone(), &whole, false, &options(None)).unwrap();
 
-    // Asked before the first step (as Ctrl-C during the data's preparation would).
-    let cut = dir.path().join("cut");
+    // Asked while the data is prepared (Ctrl-C early): nothing is written, nothing replaced.
     let asked = options(None);
-    asked.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let stopped = train(settings, &cut, false, &asked).unwrap();
+    asked.stop.store(true, Ordering::Relaxed);
+    let err = train(settings.clone(), &whole, true, &asked).unwrap_err();
+    assert!(
+        err.to_string().contains("stopped before training started"),
+        "{err}"
+    );
+    assert_eq!(RunDir::open(&whole).unwrap().records().unwrap().len(), 1);
+
+    // Asked in the middle of an epoch: it is saved where it stood.
+    let cut = dir.path().join("cut");
+    let first = TrainOptions {
+        stop_after_steps: Some(3),
+        ..options(None)
+    };
+    train(settings, &cut, false, &first).unwrap();
+    let stopped = resume(&cut, &asked).unwrap();
     assert_eq!(stopped.status, RunStatus::Running);
     let (progress, _) = partial::load(&cut).unwrap().expect("the epoch is saved");
-    assert_eq!((progress.epoch, progress.batches_done), (1, 0));
-    // A run resumed with the flag still up stops again where it stood.
-    resume(&cut, &asked).unwrap();
-    assert_eq!(partial::load(&cut).unwrap().unwrap().0.batches_done, 0);
+    assert_eq!((progress.epoch, progress.batches_done), (1, 3));
 
     let resumed = resume(&cut, &options(None)).unwrap();
     assert_eq!(resumed.status, RunStatus::Finished);

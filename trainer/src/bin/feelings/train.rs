@@ -250,8 +250,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     print_summary(&info, &out)?;
     if options.stop.load(Ordering::Relaxed) && info.status == RunStatus::Running {
         bail!(
-            "stopped by a signal; the run is saved: continue with `feelings train --resume {}`",
-            out.display()
+            "stopped by a signal; the run is saved: continue with `feelings train --resume {:?}`",
+            out.display().to_string()
         );
     }
     Ok(())
