@@ -1,11 +1,26 @@
 //! The `feelings` binary: exit codes and messages a user sees.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::fixtures::{reviews, tiny_bert, write_csv, TinyShape};
 
 pub(crate) fn feelings() -> Command {
     Command::new(env!("CARGO_BIN_EXE_feelings"))
+}
+
+/// `feelings train` of `data` on `model` into `out`, at sequence length 24 on one thread.
+fn train(data: &Path, model: &Path, out: &Path) -> Command {
+    let mut command = feelings();
+    command
+        .args(["train", "--data"])
+        .arg(data)
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(out)
+        .args(["--seq-len", "24", "--threads", "1"]);
+    command
 }
 
 #[test]
@@ -16,14 +31,8 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
     write_csv(&data, &reviews(64, 2));
     let out = dir.path().join("run");
     let run = |extra: &[&str]| {
-        feelings()
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&out)
-            .args(["--seq-len", "24", "--epochs", "1", "--threads", "1"])
+        train(&data, &model, &out)
+            .args(["--epochs", "1"])
             .args(extra)
             .output()
             .unwrap()
@@ -69,6 +78,7 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
         .output()
         .unwrap();
     assert!(!conflicting.status.success());
+
 }
 
 /// A child process killed when dropped, so a failed assertion leaves no training behind.
@@ -92,15 +102,9 @@ fn ctrl_c_stops_training_with_the_run_saved_for_resume() {
     let out = dir.path().join("run");
     // Far more epochs than the test waits for: the signal lands while training.
     let mut child = KillOnDrop(
-        feelings()
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&out)
-            .args(["--seq-len", "24", "--epochs", "500", "--no-early-stopping"])
-            .args(["--threads", "1", "--save-minutes", "0"])
+        train(&data, &model, &out)
+            .args(["--epochs", "500", "--no-early-stopping"])
+            .args(["--save-minutes", "0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
