@@ -6,6 +6,8 @@ const download = $('download');
 const result = $('result');
 const errorBox = $('error');
 const BUTTONS = ['classify', 'explain', 'classify-batch'];
+// Where the visitor's choice of model is kept between visits.
+const CHOICE_KEY = 'feelings-model-choice';
 // A worker that dies this many times in a row without becoming ready is not restarted again.
 const MAX_RESTARTS = 3;
 
@@ -13,6 +15,8 @@ let worker;
 let nextId = 1;
 let restarts = 0;
 let started = performance.now();
+// The bundle folder the classifier loads, relative to the page.
+let modelPath = 'model/';
 const pending = new Map();
 const busy = new Set();
 
@@ -250,10 +254,75 @@ function startWorker(message) {
   };
   worker.onmessageerror = () => workerDied('The classifier sent a message the page cannot read.');
   worker.onmessage = onMessage;
-  worker.postMessage({ type: 'load', base: new URL('model/', document.baseURI).href });
+  worker.postMessage({ type: 'load', base: new URL(modelPath, document.baseURI).href });
 }
 
-function start() {
+// The models this page offers. `models.json` beside the page lists them, the first being the
+// default: [{"path": "model/", "label": "English"}, {"path": "multilingual/", "label": "Any
+// language"}] (each path a bundle folder relative to the page, ending in "/"; the label is
+// optional). Without that file (404, or offline with none cached) the page offers model/ alone.
+async function modelChoices() {
+  let response;
+  try {
+    response = await fetch('models.json', { cache: 'no-cache' });
+  } catch {
+    return [{ path: 'model/' }];
+  }
+  if (response.status === 404) return [{ path: 'model/' }];
+  if (!response.ok) throw new Error(`models.json: HTTP ${response.status}`);
+  let choices;
+  try {
+    choices = await response.json();
+  } catch (err) {
+    throw new Error(`models.json is not JSON: ${err.message}`);
+  }
+  const valid = (c) => typeof c?.path === 'string' && c.path.endsWith('/')
+    && (c.label === undefined || typeof c.label === 'string');
+  if (!Array.isArray(choices) || choices.length === 0) {
+    throw new Error('models.json must be a list of models, [{"path": "model/", "label": "English"}, …]');
+  }
+  const bad = choices.findIndex((c) => !valid(c));
+  if (bad >= 0) {
+    throw new Error(`models.json, model ${bad + 1}: "path" must be a folder ending in "/" and "label" text`);
+  }
+  return choices;
+}
+
+// Offers `choices` in #model-choice (shown only for more than one) and returns the path to load:
+// the visitor's earlier choice while it is still offered, else the first.
+function offerModels(choices) {
+  const select = $('model-choice');
+  select.replaceChildren(...choices.map(({ path, label }) => new Option(label ?? path.replace(/\/$/, ''), path)));
+  $('model-picker').hidden = choices.length < 2;
+  let kept = null;
+  try {
+    kept = localStorage.getItem(CHOICE_KEY);
+  } catch {
+    // Storage refused (a private window): the first model, every visit.
+  }
+  const path = choices.some((c) => c.path === kept) ? kept : choices[0].path;
+  select.value = path;
+  return path;
+}
+
+// Loads the model chosen in #model-choice in place of the current one; what the old one was
+// asked fails with a message.
+function switchModel() {
+  modelPath = $('model-choice').value;
+  try {
+    localStorage.setItem(CHOICE_KEY, modelPath);
+  } catch {
+    // Not kept for the next visit.
+  }
+  worker?.terminate();
+  for (const { reject } of pending.values()) reject(new Error('The model was changed before it answered.'));
+  pending.clear();
+  restarts = 0;
+  clearError();
+  startWorker('Loading the model…');
+}
+
+async function start() {
   if (typeof WebAssembly !== 'object' || typeof Worker !== 'function') {
     setState('failed', 'Not available');
     $('retry').hidden = true;
@@ -283,6 +352,15 @@ function start() {
     worker?.terminate();
     startWorker('Loading the model…');
   });
+  $('model-choice').addEventListener('change', switchModel);
+  try {
+    modelPath = offerModels(await modelChoices());
+  } catch (err) {
+    setState('failed', 'Not available');
+    $('retry').hidden = true;
+    showError(err.message);
+    return;
+  }
   startWorker('Loading the model…');
 }
 

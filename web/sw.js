@@ -1,11 +1,15 @@
-// The service worker: keeps the page, its scripts and the WebAssembly classifier in Cache
-// Storage so that a later visit works without the network. Each file is asked of the network
-// first (a new version shows up at once) and taken from the cache when the network fails. The
-// model bundle (model/) is not handled here: worker.js caches it under its sha256, checked.
+// The service worker: keeps the page, its scripts, the WebAssembly classifier and the list of
+// models (models.json, where the page has one) in Cache Storage so that a later visit works
+// without the network. Each file is asked of the network first (a new version shows up at once)
+// and taken from the cache when the network fails. The model bundles (model/ and any other
+// folder models.json names) are not handled here: worker.js caches them under their sha256,
+// checked.
 const CACHE = 'feelings-page';
 const FILES = ['./', 'index.html', 'app.js', 'worker.js', 'style.css', 'sw.js',
   'pkg/feelings_core.js', 'pkg/feelings_core_bg.wasm'];
 const URLS = new Set(FILES.map((f) => new URL(f, self.registration.scope).href));
+// Kept once fetched, but not asked for at install: a page may have no models.json.
+const OPTIONAL = new Set(['models.json'].map((f) => new URL(f, self.registration.scope).href));
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll([...URLS])).then(() => self.skipWaiting()));
@@ -30,7 +34,7 @@ async function networkFirst(request) {
 self.addEventListener('fetch', (event) => {
   const url = new URL(event.request.url);
   url.search = '';
-  if (event.request.method === 'GET' && URLS.has(url.href)) {
+  if (event.request.method === 'GET' && (URLS.has(url.href) || OPTIONAL.has(url.href))) {
     event.respondWith(networkFirst(event.request));
   }
 });

@@ -96,7 +96,14 @@ fn the_page_in_chromium_classifies_explains_and_works_offline_as_the_native_core
             ("FEELINGS_SCREENSHOTS", &screenshots),
         ],
     );
-    for state in ["result", "explanation", "batch", "error", "offline"] {
+    for state in [
+        "result",
+        "explanation",
+        "batch",
+        "error",
+        "offline",
+        "models",
+    ] {
         let file = screenshots.join(format!("{state}.png"));
         assert!(file.is_file(), "no screenshot {}", file.display());
     }

@@ -22,16 +22,28 @@ export function need(name) {
   return value;
 }
 
+/** The file `server` serves at URL path `rel`: under a folder of `server.routes` (URL prefix
+ * ending in "/" to folder) or that file itself (URL path to file, null for none), else under
+ * web/. */
+function servedFile(server, rel) {
+  // A models.json of the developer's in web/ is not the test's.
+  const routes = { '/models.json': null, ...server.routes, '/model/': server.bundle };
+  if (routes[rel] !== undefined && !rel.endsWith('/')) return routes[rel];
+  const prefix = Object.keys(routes).find((p) => p.endsWith('/') && rel.startsWith(p));
+  if (prefix) return path.join(routes[prefix], rel.slice(prefix.length));
+  return path.join(WEB, rel === '/' ? 'index.html' : rel);
+}
+
 /** Serves web/ at / and the bundle folder at /model/, as the gateway does; `server.bundle`
- * may be changed to serve another bundle from then on. */
+ * may be changed to serve another bundle from then on, and `server.routes` (URL path to file,
+ * or URL prefix ending in "/" to folder) serves more files, such as a models.json and the
+ * bundles it names. */
 export function serve(bundle) {
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://localhost');
-    const rel = decodeURIComponent(url.pathname);
-    const file = rel.startsWith('/model/')
-      ? path.join(server.bundle, rel.slice('/model/'.length))
-      : path.join(WEB, rel === '/' ? 'index.html' : rel);
+    const file = servedFile(server, decodeURIComponent(url.pathname));
     try {
+      if (file === null) throw new Error('not served');
       const body = await readFile(file);
       res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream' });
       res.end(body);
@@ -40,6 +52,7 @@ export function serve(bundle) {
     }
   });
   server.bundle = bundle;
+  server.routes = {};
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 

@@ -1,7 +1,8 @@
 // Drives the real page in Debian's Chromium against the native core's answers: classifying,
 // explaining, what the model read of a long review, keyboard use, accessibility (axe-core and
-// the contrast of every button state), failures (a classifier that errs, hangs or dies), and
-// offline visits with the bundle cache (old versions evicted, damaged downloads never kept).
+// the contrast of every button state), failures (a classifier that errs, hangs or dies),
+// offline visits with the bundle cache (old versions evicted, damaged downloads never kept), and
+// a choice of models (models.json).
 // Saves a screenshot of each state. Run by tests/ (the Rust end-to-end suite), which builds two
 // bundles and the expectations:
 //   FEELINGS_BUNDLE=dir FEELINGS_OTHER_BUNDLE=dir FEELINGS_EXPECTED=file.json
@@ -10,7 +11,7 @@
 // "other_score": the other bundle's score of the first review}.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
@@ -62,6 +63,7 @@ test('the page classifies, explains and shows what it read as the native core do
     const errors = [];
     const { page, readyMs } = await openReady(browser, server, errors);
     assert.match(await page.inputValue('#review'), /MCU.*really just ok.*meh/s, "the tutorial's sample review");
+    assert.equal(await page.isHidden('#model-picker'), true, 'without models.json, one model and no choice');
     const first = await classifyOne(page, want.reviews[0].text);
     console.log(`# time to first result: cold ${readyMs + first.ms} ms (ready ${readyMs} ms)`);
     for (const review of want.reviews) {
@@ -209,6 +211,48 @@ test('after one visit the page works offline; old and damaged models are not kep
     assert.ok(close(offline.score, want.other_score), `offline ${offline.score} vs ${want.other_score}`);
     console.log(`# offline: reloaded with the server stopped, classified ${offline.label} ${offline.score.toFixed(6)} in ${offline.ms} ms`);
     await screenshot(page, 'offline');
+  });
+});
+
+test('models.json offers a choice of models, and the choice is kept for the next visit', async () => {
+  const want = await expected();
+  const [bundle, other] = [need('FEELINGS_BUNDLE'), need('FEELINGS_OTHER_BUNDLE')];
+  const list = path.join(await mkdtemp(path.join(tmpdir(), 'feelings-models-')), 'models.json');
+  await writeFile(list, JSON.stringify([{ path: 'model/', label: 'Model A' }, { path: 'other/', label: 'Model B' }]));
+  const ready = (page) => page.waitForSelector('body[data-ready="true"]', { timeout: 180_000 });
+  await withPage(bundle, async (browser, server) => {
+    server.routes = { '/models.json': list, '/other/': other };
+    const errors = [];
+    const { page } = await openReady(browser, server, errors);
+    assert.deepEqual(await page.$$eval('#model-choice option', (os) => os.map((o) => [o.value, o.textContent])),
+      [['model/', 'Model A'], ['other/', 'Model B']]);
+    assert.ok(close((await classifyOne(page, want.reviews[0].text)).score, want.reviews[0].score), 'the first is the default');
+    await page.selectOption('#model-choice', 'other/');
+    await ready(page);
+    const chosen = await classifyOne(page, want.reviews[0].text);
+    assert.ok(close(chosen.score, want.other_score), `${chosen.score} vs the other bundle's ${want.other_score}`);
+    await checkAccessibility(page, 'a choice of models');
+    await screenshot(page, 'models');
+
+    await page.reload();
+    await ready(page);
+    assert.equal(await page.inputValue('#model-choice'), 'other/', 'the choice is kept');
+    assert.ok(close((await classifyOne(page, want.reviews[0].text)).score, want.other_score));
+
+    // A kept choice no longer offered gives way to the first model; one model needs no choice.
+    await writeFile(list, JSON.stringify([{ path: 'model/' }]));
+    await page.reload();
+    await ready(page);
+    assert.equal(await page.isHidden('#model-picker'), true);
+    assert.ok(close((await classifyOne(page, want.reviews[0].text)).score, want.reviews[0].score));
+
+    // A list that is not one is reported, naming the file.
+    await writeFile(list, JSON.stringify({ models: 'model/' }));
+    await page.reload();
+    await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });
+    assert.match(await page.textContent('#error'), /models\.json must be a list/);
+    assert.equal(await page.isDisabled('#classify'), true);
+    assert.deepEqual(errors, []);
   });
 });
 
