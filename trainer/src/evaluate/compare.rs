@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 
+use feelings_core::manifest::MANIFEST_FILE;
+
 use crate::error::{Error, Result};
 use crate::evaluate::metrics::{Metrics, COLUMNS_HEADER};
 use crate::evaluate::report::{page, METRICS_HEADER};
@@ -204,11 +206,12 @@ pub fn lineage(r: &ComparedRun) -> Option<String> {
     } else {
         ""
     };
-    Some(format!(
-        "{} continues {name} from its checkpoint-epoch-{}{head}",
-        r.name(),
-        parent.epoch
-    ))
+    let from = if parent.run.join(MANIFEST_FILE).is_file() {
+        format!("the bundle {name} (epoch {} of its run)", parent.epoch)
+    } else {
+        format!("{name} from its checkpoint-epoch-{}", parent.epoch)
+    };
+    Some(format!("{} continues {from}{head}", r.name()))
 }
 
 /// The comparison report: the settings that differ, the per-epoch charts, the final figures.

@@ -214,9 +214,7 @@ fn open_bundle(source: &Path, options: &ExportOptions) -> Result<ExportSource> {
         )));
     }
     let original = Bundle::read_dir(source).map_err(|e| Error::model(source, e.to_string()))?;
-    let folder = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    from_bundle::write_model_folder(&original, folder.path())?;
-    let files = ModelFiles::locate(folder.path())?;
+    let files = ModelFiles::locate(source)?;
     let model = CandleClassifier::load(&files, &Device::Cpu, Head::FromFile)?;
     let config = std::fs::read(&files.config).map_err(|e| Error::io(&files.config, e))?;
     let manifest = Manifest {

@@ -13,12 +13,17 @@ pub mod fused;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Module, Result as CandleResult, Tensor};
 use candle_nn::{Linear, VarMap};
 use rand::SeedableRng;
 
+use feelings_core::manifest::MANIFEST_FILE;
+use feelings_core::Bundle;
+
 use crate::error::{Error, Result};
+use crate::export::from_bundle::write_model_folder;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::dropout::{Dropout, TrainRng};
 use crate::model::weights::{VarLoader, WeightFile};
@@ -37,19 +42,28 @@ pub struct ModelFiles {
     pub weights: PathBuf,
     /// `tokenizer.json`.
     pub tokenizer: PathBuf,
+    /// For a bundle, the temporary folder its weights were written to as a model folder (the
+    /// three files above), removed once the last copy of these files is dropped.
+    _unpacked: Option<Arc<tempfile::TempDir>>,
 }
 
 impl ModelFiles {
-    /// Finds the files in `dir`, naming every one that is missing.
+    /// Finds the files in `dir`, naming every one that is missing. A bundle (`feelings
+    /// export`'s folder) is a model folder too: its stored weights are written out as one, in
+    /// f32, to a temporary folder (see [`crate::export::from_bundle`]).
     pub fn locate(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::model(dir, "model folder not found"));
+        }
+        if dir.join(MANIFEST_FILE).is_file() {
+            return Self::unpack_bundle(dir);
         }
         let files = Self {
             dir: dir.to_path_buf(),
             config: dir.join("config.json"),
             weights: dir.join("model.safetensors"),
             tokenizer: dir.join("tokenizer.json"),
+            _unpacked: None,
         };
         let missing: Vec<&str> = [
             (&files.config, "config.json"),
@@ -77,6 +91,19 @@ impl ModelFiles {
             ));
         }
         Ok(files)
+    }
+
+    /// The model of the bundle in `dir`, written out as a model folder.
+    fn unpack_bundle(dir: &Path) -> Result<Self> {
+        let bundle = Bundle::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
+        let unpacked = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        write_model_folder(&bundle, unpacked.path())?;
+        let files = Self::locate(unpacked.path())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _unpacked: Some(Arc::new(unpacked)),
+            ..files
+        })
     }
 
     /// Reads and checks `config.json`.

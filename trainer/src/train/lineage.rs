@@ -1,7 +1,9 @@
 //! `feelings train --from`: a new run that starts from the weights of another run's
-//! checkpoint (the tutorial's "Continue training" and "Reuse part of model").
+//! checkpoint, or of a bundle (the tutorial's "Continue training" and "Reuse part of model").
 
 use std::path::{Path, PathBuf};
+
+use feelings_core::Bundle;
 
 use crate::error::{Error, Result};
 use crate::train::run_dir::{read_json, Best, RunDir, BEST_FILE, CHECKPOINT_FILE, RUN_FILE};
@@ -58,6 +60,31 @@ pub fn continue_from(from: &Path, new_head: bool) -> Result<(TrainSettings, Path
         model: checkpoint,
         from: Some(parent),
         ..parent_info.settings
+    };
+    Ok((settings, out))
+}
+
+/// The settings of a new run that continues from the bundle `from` (`feelings export`'s
+/// folder, whose run may be gone: the shipped model's is), trained on `data`: the tutorial's
+/// defaults with the bundle as the model (its stored weights, in f32) and the bundle recorded
+/// as the parent, with the epoch its training summary names. A bundle keeps no path to its
+/// data nor its split, so the caller gives them (the same, for its test reviews to stay
+/// unseen). Also returns its default folder, `runs/<bundle>-continued`.
+pub fn continue_from_bundle(
+    from: &Path,
+    new_head: bool,
+    data: PathBuf,
+) -> Result<(TrainSettings, PathBuf)> {
+    let bundle = Bundle::read_dir(from).map_err(|e| Error::model(from, e.to_string()))?;
+    let parent = Parent {
+        run: std::fs::canonicalize(from).map_err(|e| Error::io(from, e))?,
+        epoch: bundle.manifest.training.epoch,
+        new_head,
+    };
+    let out = PathBuf::from("runs").join(format!("{}-continued", bundle.manifest.name));
+    let settings = TrainSettings {
+        from: Some(parent),
+        ..TrainSettings::new(data, from.to_path_buf())
     };
     Ok((settings, out))
 }

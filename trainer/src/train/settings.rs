@@ -53,18 +53,19 @@ pub struct TrainSettings {
     /// review whole.
     #[serde(default)]
     pub sentence_windows: f64,
-    /// The run and checkpoint this run continues from (`feelings train --from`): `model` is
-    /// then that checkpoint's folder.
+    /// The run and checkpoint (or the bundle) this run continues from (`feelings train
+    /// --from`): `model` is then that checkpoint's folder (or the bundle's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Parent>,
 }
 
-/// Where a run continued from started: a checkpoint of another run.
+/// Where a run continued from started: a checkpoint of another run, or a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parent {
-    /// The parent run's folder.
+    /// The parent run's folder, or the bundle's.
     pub run: PathBuf,
-    /// The epoch of its checkpoint the weights come from.
+    /// The epoch of its checkpoint the weights come from (a bundle's: of the run that made it,
+    /// as its manifest says).
     pub epoch: usize,
     /// Whether only the encoder (and pooler) was kept, with a new classifier.
     pub new_head: bool,

@@ -79,6 +79,18 @@ fn train_runs_end_to_end_and_refuses_a_bad_column_with_a_clear_error() {
         .unwrap();
     assert!(!conflicting.status.success());
 
+    // A bundle keeps no path to its data: continuing one needs --data.
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("feelings.json"), "{}").unwrap();
+    let no_data = feelings()
+        .args(["train", "--from"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(!no_data.status.success());
+    let stderr = String::from_utf8_lossy(&no_data.stderr);
+    assert!(stderr.contains("--from a bundle needs --data"), "{stderr}");
 }
 
 /// A child process killed when dropped, so a failed assertion leaves no training behind.

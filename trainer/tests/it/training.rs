@@ -6,9 +6,11 @@ use candle_core::Device;
 use feelings_core::{ReviewEncoder, Truncation};
 use feelings_trainer::data::batch::make_batch;
 use feelings_trainer::evaluate::compare::{compare_runs, summary_text};
+use feelings_trainer::export::onnx::Precision;
+use feelings_trainer::export::{export_bundle, ExportOptions};
 use feelings_trainer::fixtures::quiet_cpu;
 use feelings_trainer::model::{CandleClassifier, Head, ModelFiles};
-use feelings_trainer::train::lineage::continue_from;
+use feelings_trainer::train::lineage::{continue_from, continue_from_bundle};
 use feelings_trainer::train::optim::{AdamW, AdamWConfig};
 use feelings_trainer::train::partial;
 use feelings_trainer::train::run_dir::{EpochRecord, RunDir, BEST_FILE, METRICS_FILE};
@@ -683,6 +685,52 @@ fn a_run_continued_from_a_checkpoint_starts_from_its_weights_and_records_its_par
     // A folder that is no run is refused, naming it.
     let err = continue_from(dir.path(), false).err().unwrap().to_string();
     assert!(err.contains("no run.json"), "{err}");
+}
+
+#[test]
+fn a_run_continued_from_a_bundle_starts_from_its_stored_weights_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(dir.path());
+    settings.epochs = 1;
+    let data = settings.data.clone();
+    let parent = dir.path().join("parent");
+    train(settings, &parent, false, &options(None)).unwrap();
+    let bundle = dir.path().join("bundle");
+    let f32_bundle = ExportOptions {
+        precision: Precision::F32,
+        name: Some("tiny".into()),
+        ..ExportOptions::default()
+    };
+    export_bundle(&parent, &bundle, false, &f32_bundle).unwrap();
+
+    let (mut settings, default_out) = continue_from_bundle(&bundle, false, data).unwrap();
+    assert!(default_out.ends_with("tiny-continued"), "{default_out:?}");
+    settings.optimizer.lr = 1e-12;
+    settings.seq_len = 24;
+    let child = dir.path().join("child");
+    let info = train(settings, &child, false, &options(None)).unwrap();
+    let from = info.settings.from.clone().expect("the bundle is recorded");
+    assert_eq!(from.run, std::fs::canonicalize(&bundle).unwrap());
+    assert_eq!((from.epoch, from.new_head), (1, false));
+    // The bundle stores token type 0's embedding only (a review has no other): the rest are
+    // the checkpoint's weights, head included.
+    let (before, after) = (
+        weights(&parent.join("checkpoint-epoch-1").join("model.safetensors")),
+        weights(&child.join("checkpoint-epoch-1").join("model.safetensors")),
+    );
+    assert_eq!(before.len(), after.len());
+    for ((name, x), (other, y)) in before.iter().zip(&after) {
+        assert_eq!(name, other);
+        if name != "bert.embeddings.token_type_embeddings.weight" {
+            let diff = largest_difference(name, x, y);
+            assert!(diff < 1e-5, "{name} differs by {diff}");
+        }
+    }
+    let text = summary_text(&compare_runs(&[parent, child]).unwrap());
+    assert!(
+        text.contains("child continues the bundle bundle (epoch 1 of its run)"),
+        "{text}"
+    );
 }
 
 #[test]

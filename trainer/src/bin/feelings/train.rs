@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command};
+use feelings_core::manifest::MANIFEST_FILE;
 use feelings_core::Truncation;
 use feelings_trainer::device;
-use feelings_trainer::train::lineage::continue_from;
+use feelings_trainer::train::lineage::{continue_from, continue_from_bundle};
 use feelings_trainer::train::optim::AdamWConfig;
 use feelings_trainer::train::run_dir::{Monitor, RunDir, EPOCH_COLUMNS};
 use feelings_trainer::train::settings::{RunInfo, RunStatus, TrainSettings};
@@ -23,19 +24,23 @@ use crate::{set_threads, DataArgs, HardwareArgs, SplitArgs};
 #[derive(Args)]
 pub struct TrainArgs {
     /// Labelled reviews: CSV (plain or .gz), JSON Lines (.jsonl), or an aclImdb/ folder. With
-    /// --from it may be left out: the parent run's data, columns, split, sequence length,
-    /// truncation and seed are used (so its test reviews stay unseen).
+    /// --from RUN_DIR it may be left out: the parent run's data, columns, split, sequence
+    /// length, truncation and seed are used (so its test reviews stay unseen). With --from
+    /// BUNDLE it is needed, with the split the bundle was trained with.
     #[arg(long, required_unless_present_any = ["resume", "from"])]
     data: Option<PathBuf>,
     #[command(flatten)]
     columns: DataArgs,
-    /// Base model folder in Hugging Face layout: config.json, model.safetensors, tokenizer.json.
+    /// Base model folder in Hugging Face layout: config.json, model.safetensors, tokenizer.json
+    /// (or a bundle: its encoder, with a new head).
     #[arg(long, required_unless_present_any = ["resume", "from"])]
     model: Option<PathBuf>,
     /// Start a new run from the weights of another run: RUN_DIR (its best checkpoint) or
-    /// RUN_DIR/checkpoint-epoch-N, head included (see --new-head), with this run's own epochs,
-    /// learning rate and batch size; run.json records the parent.
-    #[arg(long, value_name = "RUN_DIR[/checkpoint-epoch-N]", conflicts_with_all = ["resume", "model"])]
+    /// RUN_DIR/checkpoint-epoch-N, or of a bundle (`feelings export`'s folder, such as
+    /// models/imdb-minilm, whose run is gone: its stored weights in f32), head included (see
+    /// --new-head), with this run's own epochs, learning rate and batch size; run.json records
+    /// the parent.
+    #[arg(long, value_name = "RUN_DIR[/checkpoint-epoch-N]|BUNDLE", conflicts_with_all = ["resume", "model"])]
     from: Option<PathBuf>,
     /// With --from: keep only the encoder (and pooler), and train a new classifier.
     #[arg(long, requires = "from")]
@@ -183,7 +188,16 @@ pub fn refuse_settings_on_resume(
         let why = format!("--resume continues {} with its own settings", dir.display());
         return refuse(&why, &given(&|id| !ALLOWED_WITH_RESUME.contains(&id)));
     }
-    if matches.contains_id("from") && matches.get_one::<PathBuf>("data").is_none() {
+    let from = matches.get_one::<PathBuf>("from");
+    if from.is_some_and(|f| f.join(MANIFEST_FILE).is_file()) && !matches.contains_id("data") {
+        return Err(
+            "--from a bundle needs --data: a bundle keeps no path to the reviews it was \
+                    trained on (give them, with the split it was trained with, so that its test \
+                    reviews stay unseen)"
+                .into(),
+        );
+    }
+    if from.is_some() && matches.get_one::<PathBuf>("data").is_none() {
         let why = "--from without --data trains on the parent run's data, split and tokens \
                    (give --data for another data set)";
         return refuse(why, &given(&|id| DATA_SETTINGS.contains(&id)));
@@ -283,6 +297,13 @@ fn shape_data(settings: &mut TrainSettings, args: &TrainArgs) {
 /// The settings of a run continued `--from` a checkpoint and its default folder: the parent's
 /// data settings, unless `--data` is given.
 fn continued_settings(args: &TrainArgs, from: &Path) -> Result<(TrainSettings, PathBuf)> {
+    if from.join(MANIFEST_FILE).is_file() {
+        // Refused when parsed without --data (see refuse_settings_on_resume).
+        let data = args.data.clone().context("--from a bundle needs --data")?;
+        let (mut settings, out) = continue_from_bundle(from, args.new_head, data)?;
+        shape_data(&mut settings, args);
+        return Ok((settings, out));
+    }
     let (mut settings, out) = continue_from(from, args.new_head)?;
     if let Some(data) = &args.data {
         settings.data = data.clone();
