@@ -703,7 +703,7 @@ fn a_run_continued_from_a_bundle_starts_from_its_stored_weights_and_records_it()
     };
     export_bundle(&parent, &bundle, false, &f32_bundle).unwrap();
 
-    let (mut settings, default_out) = continue_from_bundle(&bundle, false, data).unwrap();
+    let (mut settings, default_out) = continue_from_bundle(&bundle, false, data.clone()).unwrap();
     assert!(default_out.ends_with("tiny-continued"), "{default_out:?}");
     settings.optimizer.lr = 1e-12;
     settings.seq_len = 24;
@@ -726,11 +726,28 @@ fn a_run_continued_from_a_bundle_starts_from_its_stored_weights_and_records_it()
             assert!(diff < 1e-5, "{name} differs by {diff}");
         }
     }
-    let text = summary_text(&compare_runs(&[parent, child]).unwrap());
+    let text = summary_text(&compare_runs(&[parent.clone(), child]).unwrap());
     assert!(
         text.contains("child continues the bundle bundle (epoch 1 of its run)"),
         "{text}"
     );
+
+    // As a base model (--model), a bundle gives its encoder and pooler to a new classifier.
+    let mut settings = TrainSettings::new(data, bundle);
+    settings.seq_len = 24;
+    settings.epochs = 1;
+    settings.optimizer.lr = 1e-12;
+    let based = dir.path().join("based");
+    train(settings, &based, false, &options(None)).unwrap();
+    let after = weights(&based.join("checkpoint-epoch-1").join("model.safetensors"));
+    for ((name, x), (_, y)) in before.iter().zip(&after) {
+        let diff = largest_difference(name, x, y);
+        if name == "classifier.weight" {
+            assert!(diff > 1e-3, "the classifier is new");
+        } else if !name.starts_with("classifier.") && !name.contains("token_type") {
+            assert!(diff < 1e-5, "{name} carried over, yet differs by {diff}");
+        }
+    }
 }
 
 #[test]
