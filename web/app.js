@@ -45,9 +45,14 @@ function updateButtons() {
   for (const id of BUTTONS) $(id).disabled = !ready || busy.has(id);
 }
 
-// Sends `message` to the worker and resolves with its answer.
+// Sends `message` to the worker and resolves with its answer; refused while a model loads (a
+// request of the model chosen before would reach the next one).
 function ask(message) {
   return new Promise((resolve, reject) => {
+    if (document.body.dataset.state !== 'ready') {
+      reject(new Error('The model is loading: try again once it is ready.'));
+      return;
+    }
     const id = nextId++;
     pending.set(id, { resolve, reject });
     worker.postMessage({ ...message, id });
@@ -216,6 +221,11 @@ function workerDied(message) {
 
 function onReady(manifest, offline) {
   restarts = 0;
+  try {
+    localStorage.setItem(CHOICE_KEY, modelPath);
+  } catch {
+    // Not kept for the next visit.
+  }
   download.value = download.max;
   const where = offline ? ' (offline: from this browser\'s cache)' : '';
   setState('ready', `Model ready in ${((performance.now() - started) / 1000).toFixed(1)} s${where}`);
@@ -276,16 +286,26 @@ async function modelChoices() {
   } catch (err) {
     throw new Error(`models.json is not JSON: ${err.message}`);
   }
-  const valid = (c) => typeof c?.path === 'string' && c.path.endsWith('/')
-    && (c.label === undefined || typeof c.label === 'string');
   if (!Array.isArray(choices) || choices.length === 0) {
     throw new Error('models.json must be a list of models, [{"path": "model/", "label": "English"}, …]');
   }
-  const bad = choices.findIndex((c) => !valid(c));
-  if (bad >= 0) {
-    throw new Error(`models.json, model ${bad + 1}: "path" must be a folder ending in "/" and "label" text`);
-  }
+  choices.forEach(checkChoice);
   return choices;
+}
+
+// Refuses entry `choice` of models.json (the `index`th) unless it names a folder of this site.
+function checkChoice(choice, index) {
+  const where = `models.json, model ${index + 1}`;
+  const path = choice?.path;
+  if (typeof path !== 'string' || !path.endsWith('/')) {
+    throw new Error(`${where}: "path" must be a bundle folder ending in "/", not ${JSON.stringify(path)}`);
+  }
+  if (new URL(path, document.baseURI).origin !== location.origin) {
+    throw new Error(`${where}: "path" ${JSON.stringify(path)} is on another site`);
+  }
+  if (choice.label !== undefined && (typeof choice.label !== 'string' || choice.label.trim() === '')) {
+    throw new Error(`${where}: "label" must be text, not ${JSON.stringify(choice.label)}`);
+  }
 }
 
 // Offers `choices` in #model-choice (shown only for more than one) and returns the path to load:
@@ -305,20 +325,23 @@ function offerModels(choices) {
   return path;
 }
 
-// Loads the model chosen in #model-choice in place of the current one; what the old one was
-// asked fails with a message.
+// Loads the model chosen in #model-choice in place of the current one (kept for the next
+// visit once it is ready); what the old one was asked fails with a message, and what it
+// answered goes.
 function switchModel() {
   modelPath = $('model-choice').value;
-  try {
-    localStorage.setItem(CHOICE_KEY, modelPath);
-  } catch {
-    // Not kept for the next visit.
-  }
   worker?.terminate();
   for (const { reject } of pending.values()) reject(new Error('The model was changed before it answered.'));
   pending.clear();
   restarts = 0;
   clearError();
+  result.textContent = '';
+  delete result.dataset.label;
+  delete result.dataset.score;
+  $('explanation-view').hidden = true;
+  $('read-view').hidden = true;
+  $('batch-results').hidden = true;
+  $('model-info').textContent = '';
   startWorker('Loading the model…');
 }
 

@@ -8,11 +8,14 @@ const CACHE = 'feelings-page';
 const FILES = ['./', 'index.html', 'app.js', 'worker.js', 'style.css', 'sw.js',
   'pkg/feelings_core.js', 'pkg/feelings_core_bg.wasm'];
 const URLS = new Set(FILES.map((f) => new URL(f, self.registration.scope).href));
-// Kept once fetched, but not asked for at install: a page may have no models.json.
+// Kept at install and whenever fetched, where the page has them (it may have no models.json).
 const OPTIONAL = new Set(['models.json'].map((f) => new URL(f, self.registration.scope).href));
 
 self.addEventListener('install', (event) => {
-  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll([...URLS])).then(() => self.skipWaiting()));
+  event.waitUntil(caches.open(CACHE)
+    .then((cache) => cache.addAll([...URLS]).then(() => Promise.all(
+      [...OPTIONAL].map((url) => cache.add(url).catch(() => undefined)))))
+    .then(() => self.skipWaiting()));
 });
 
 // Controls the page that registered it at once, so the first visit is already kept.
@@ -23,6 +26,8 @@ async function networkFirst(request) {
   try {
     const response = await fetch(request);
     if (response.ok) await cache.put(request, response.clone());
+    // A list taken away is not offered offline either.
+    else if (response.status === 404) await cache.delete(request, { ignoreSearch: true });
     return response;
   } catch (err) {
     const cached = await cache.match(request, { ignoreSearch: true });

@@ -252,6 +252,10 @@ test('models.json offers a choice of models, and the choice is kept for the next
     await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });
     assert.match(await page.textContent('#error'), /models\.json must be a list/);
     assert.equal(await page.isDisabled('#classify'), true);
+    await writeFile(list, JSON.stringify([{ path: 'model/' }, { path: 'https://example.com/m/' }]));
+    await page.reload();
+    await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });
+    assert.match(await page.textContent('#error'), /models\.json, model 2: "path" "https:\/\/example\.com\/m\/" is on another site/);
     assert.deepEqual(errors, []);
   });
 });

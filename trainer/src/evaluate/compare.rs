@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use feelings_core::manifest::MANIFEST_FILE;
-
 use crate::error::{Error, Result};
 use crate::evaluate::metrics::{Metrics, COLUMNS_HEADER};
 use crate::evaluate::report::{page, METRICS_HEADER};
@@ -206,7 +204,7 @@ pub fn lineage(r: &ComparedRun) -> Option<String> {
     } else {
         ""
     };
-    let from = if parent.run.join(MANIFEST_FILE).is_file() {
+    let from = if parent.bundle {
         format!("the bundle {name} (epoch {} of its run)", parent.epoch)
     } else {
         format!("{name} from its checkpoint-epoch-{}", parent.epoch)

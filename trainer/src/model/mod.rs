@@ -31,6 +31,11 @@ use crate::model::weights::{VarLoader, WeightFile};
 /// Number of classes the head predicts.
 pub const NUM_CLASSES: usize = 2;
 
+/// Whether `dir` holds a bundle (`feelings export`'s folder) rather than a model folder.
+pub fn is_bundle(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).is_file()
+}
+
 /// The three files of a Hugging Face BERT folder that a model needs.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
@@ -55,7 +60,7 @@ impl ModelFiles {
         if !dir.is_dir() {
             return Err(Error::model(dir, "model folder not found"));
         }
-        if dir.join(MANIFEST_FILE).is_file() {
+        if is_bundle(dir) {
             return Self::unpack_bundle(dir);
         }
         let files = Self {
@@ -97,7 +102,8 @@ impl ModelFiles {
     fn unpack_bundle(dir: &Path) -> Result<Self> {
         let bundle = Bundle::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
         let unpacked = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        write_model_folder(&bundle, unpacked.path())?;
+        write_model_folder(&bundle, unpacked.path())
+            .map_err(|e| Error::model(dir, e.to_string()))?;
         let files = Self::locate(unpacked.path())?;
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -44,6 +44,8 @@ pub fn parent_checkpoint(from: &Path, new_head: bool) -> Result<(RunInfo, Parent
         run: std::fs::canonicalize(&run).map_err(|e| Error::io(&run, e))?,
         epoch,
         new_head,
+        bundle: false,
+        data_sha256: None,
     };
     Ok((info, parent, dir.checkpoint(epoch)))
 }
@@ -66,24 +68,33 @@ pub fn continue_from(from: &Path, new_head: bool) -> Result<(TrainSettings, Path
 
 /// The settings of a new run that continues from the bundle `from` (`feelings export`'s
 /// folder, whose run may be gone: the shipped model's is), trained on `data`: the tutorial's
-/// defaults with the bundle as the model (its stored weights, in f32) and the bundle recorded
-/// as the parent, with the epoch its training summary names. A bundle keeps no path to its
-/// data nor its split, so the caller gives them (the same, for its test reviews to stay
-/// unseen). Also returns its default folder, `runs/<bundle>-continued`.
+/// defaults with the bundle's sequence length, truncation and seed, the bundle as the model
+/// (its stored weights, in f32) and as the parent, with the epoch and data hash its training
+/// summary names. A bundle keeps no path to its data nor its split, so the caller gives them
+/// (the same, for its test reviews to stay unseen). Also returns its default folder,
+/// `runs/<bundle folder>-continued`.
 pub fn continue_from_bundle(
     from: &Path,
     new_head: bool,
     data: PathBuf,
 ) -> Result<(TrainSettings, PathBuf)> {
-    let bundle = Bundle::read_dir(from).map_err(|e| Error::model(from, e.to_string()))?;
-    let parent = Parent {
-        run: std::fs::canonicalize(from).map_err(|e| Error::io(from, e))?,
-        epoch: bundle.manifest.training.epoch,
-        new_head,
-    };
-    let out = PathBuf::from("runs").join(format!("{}-continued", bundle.manifest.name));
+    let manifest = Bundle::read_dir(from)
+        .map_err(|e| Error::model(from, e.to_string()))?
+        .manifest;
+    let run = std::fs::canonicalize(from).map_err(|e| Error::io(from, e))?;
+    let name = run.file_name().unwrap_or_default().to_string_lossy();
+    let out = PathBuf::from("runs").join(format!("{name}-continued"));
     let settings = TrainSettings {
-        from: Some(parent),
+        seq_len: manifest.max_seq_len,
+        truncation: manifest.truncation,
+        seed: manifest.training.seed,
+        from: Some(Parent {
+            run: run.clone(),
+            epoch: manifest.training.epoch,
+            new_head,
+            bundle: true,
+            data_sha256: Some(manifest.training.data_sha256),
+        }),
         ..TrainSettings::new(data, from.to_path_buf())
     };
     Ok((settings, out))

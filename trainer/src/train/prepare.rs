@@ -2,7 +2,7 @@
 //! tokenizer, the data, its split, and the encoded training and validation subsets.
 
 use feelings_core::{Labels, ReviewEncoder};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::data::encode::encode_all;
 use crate::data::split::{split, Splits};
@@ -70,6 +70,20 @@ pub(super) fn prepare(
         );
     }
     let data_sha256 = dataset.content_hash();
+    if let Some(parent) = &settings.from {
+        if parent
+            .data_sha256
+            .as_ref()
+            .is_some_and(|d| *d != data_sha256)
+        {
+            warn!(
+                "{} is not the data the bundle {} was trained on (its sha256 differs): the \
+                 bundle's test reviews may be among these training reviews",
+                settings.data.display(),
+                parent.run.display()
+            );
+        }
+    }
     let labels = dataset.labels.clone();
     let skipped_empty = dataset.skipped_empty;
     let splits = split(dataset.examples, &settings.split, settings.seed)?;

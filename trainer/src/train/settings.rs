@@ -69,6 +69,13 @@ pub struct Parent {
     pub epoch: usize,
     /// Whether only the encoder (and pooler) was kept, with a new classifier.
     pub new_head: bool,
+    /// Whether the parent is a bundle rather than a run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bundle: bool,
+    /// A bundle's record of its training data (sha256 of the texts and labels): a run on other
+    /// data is warned that the bundle's test reviews may be among its training reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
 }
 
 impl TrainSettings {

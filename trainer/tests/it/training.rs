@@ -704,14 +704,19 @@ fn a_run_continued_from_a_bundle_starts_from_its_stored_weights_and_records_it()
     export_bundle(&parent, &bundle, false, &f32_bundle).unwrap();
 
     let (mut settings, default_out) = continue_from_bundle(&bundle, false, data.clone()).unwrap();
-    assert!(default_out.ends_with("tiny-continued"), "{default_out:?}");
+    assert!(default_out.ends_with("bundle-continued"), "{default_out:?}");
+    assert_eq!(settings.seq_len, 24, "the bundle's sequence length");
     settings.optimizer.lr = 1e-12;
-    settings.seq_len = 24;
     let child = dir.path().join("child");
     let info = train(settings, &child, false, &options(None)).unwrap();
     let from = info.settings.from.clone().expect("the bundle is recorded");
     assert_eq!(from.run, std::fs::canonicalize(&bundle).unwrap());
-    assert_eq!((from.epoch, from.new_head), (1, false));
+    assert_eq!((from.epoch, from.new_head, from.bundle), (1, false, true));
+    assert_eq!(
+        from.data_sha256.as_ref(),
+        Some(&info.data_sha256),
+        "the same data"
+    );
     // The bundle stores token type 0's embedding only (a review has no other): the rest are
     // the checkpoint's weights, head included.
     let (before, after) = (

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command};
-use feelings_core::manifest::MANIFEST_FILE;
 use feelings_core::Truncation;
 use feelings_trainer::device;
+use feelings_trainer::model::is_bundle;
 use feelings_trainer::train::lineage::{continue_from, continue_from_bundle};
 use feelings_trainer::train::optim::AdamWConfig;
 use feelings_trainer::train::run_dir::{Monitor, RunDir, EPOCH_COLUMNS};
@@ -57,13 +57,14 @@ pub struct TrainArgs {
     #[arg(long, value_parser = values::positive_count)]
     max_eval: Option<usize>,
     /// Tokens per review fed to the model, [CLS] and [SEP] included (at most the model's
-    /// max_position_embeddings).
-    #[arg(long, default_value_t = 256, value_parser = values::positive_count)]
-    seq_len: usize,
+    /// max_position_embeddings) [default: 256; with --from, the parent's].
+    #[arg(long, value_parser = values::positive_count)]
+    seq_len: Option<usize>,
     /// What to keep of a longer review: `tail` keeps the beginning, `head+tail` the first
-    /// quarter and the last three quarters of the budget.
-    #[arg(long = "truncate", default_value = "tail")]
-    truncation: Truncation,
+    /// quarter and the last three quarters of the budget [default: tail; with --from, the
+    /// parent's].
+    #[arg(long = "truncate")]
+    truncation: Option<Truncation>,
     /// Reviews per training step.
     #[arg(long, default_value_t = 16, value_parser = values::positive_count)]
     batch_size: usize,
@@ -103,9 +104,10 @@ pub struct TrainArgs {
     /// Validation metric that marks the best checkpoint and drives early stopping.
     #[arg(long, value_enum, default_value = "loss")]
     monitor: MonitorArg,
-    /// Seed of the split, shuffles, initialisation and drop-out.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Seed of the split, shuffles, initialisation and drop-out [default: 42; with --from, the
+    /// parent's].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Replace a previous run in the output folder.
     #[arg(long)]
     overwrite: bool,
@@ -167,8 +169,9 @@ const DATA_SETTINGS: [&str; 12] = [
 ];
 
 /// Refuses options that cannot apply, naming them all: with `--resume`, every option given on
-/// the command line (not merely defaulted) that would change the run; with `--from` and no
-/// `--data`, the options that shape the data (the parent run's are used).
+/// the command line (not merely defaulted) that would change the run; with `--from` a run and
+/// no `--data`, the options that shape the data (the parent run's are used); `--from` a bundle
+/// without `--data`.
 pub fn refuse_settings_on_resume(
     command: &Command,
     matches: &ArgMatches,
@@ -189,7 +192,7 @@ pub fn refuse_settings_on_resume(
         return refuse(&why, &given(&|id| !ALLOWED_WITH_RESUME.contains(&id)));
     }
     let from = matches.get_one::<PathBuf>("from");
-    if from.is_some_and(|f| f.join(MANIFEST_FILE).is_file()) && !matches.contains_id("data") {
+    if from.is_some_and(|f| is_bundle(f)) && !matches.contains_id("data") {
         return Err(
             "--from a bundle needs --data: a bundle keeps no path to the reviews it was \
                     trained on (give them, with the split it was trained with, so that its test \
@@ -285,19 +288,21 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// The data settings given on the command line.
+/// The data settings given on the command line: the columns and the split, and the sequence
+/// length, truncation and seed where given (else `settings` keeps its own: the tutorial's for
+/// a new run, the parent's for a continued one).
 fn shape_data(settings: &mut TrainSettings, args: &TrainArgs) {
     settings.columns = args.columns.options(args.split.split_column.clone());
     settings.split = args.split.options(args.max_train, args.max_eval);
-    settings.seq_len = args.seq_len;
-    settings.truncation = args.truncation;
-    settings.seed = args.seed;
+    settings.seq_len = args.seq_len.unwrap_or(settings.seq_len);
+    settings.truncation = args.truncation.unwrap_or(settings.truncation);
+    settings.seed = args.seed.unwrap_or(settings.seed);
 }
 
-/// The settings of a run continued `--from` a checkpoint and its default folder: the parent's
-/// data settings, unless `--data` is given.
+/// The settings of a run continued `--from` a checkpoint or a bundle and its default folder:
+/// the parent's data settings, unless `--data` is given (which a bundle needs).
 fn continued_settings(args: &TrainArgs, from: &Path) -> Result<(TrainSettings, PathBuf)> {
-    if from.join(MANIFEST_FILE).is_file() {
+    if is_bundle(from) {
         // Refused when parsed without --data (see refuse_settings_on_resume).
         let data = args.data.clone().context("--from a bundle needs --data")?;
         let (mut settings, out) = continue_from_bundle(from, args.new_head, data)?;
