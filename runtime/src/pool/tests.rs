@@ -279,3 +279,42 @@ async fn a_slot_that_cannot_get_a_sandbox_is_not_ready_until_it_does() {
     assert_eq!(pool.shared.metrics.live_sandboxes.get(), 2);
     assert_eq!(pool.alive(), 2);
 }
+
+/// Takes its turn in a schedule of call times: the start-up probe meets a busy machine.
+struct Jittery {
+    calls: usize,
+    millis: Vec<u64>,
+}
+
+impl Instance for Jittery {
+    fn classify(
+        &mut self,
+        texts: &[String],
+        deadline: Option<Duration>,
+    ) -> Result<Vec<Prediction>, SandboxError> {
+        let ms = self.millis[self.calls.min(self.millis.len() - 1)];
+        self.calls += 1;
+        std::thread::sleep(Duration::from_millis(ms));
+        Fake.classify(texts, deadline)
+    }
+}
+
+#[test]
+fn the_probe_times_a_review_by_its_fastest_call_not_one_slowed_by_load() {
+    let check = AnswerCheck {
+        labels: Labels::default(),
+        threshold: 0.5,
+        probe: "a probe".into(),
+    };
+    // The untimed first call, then a call slowed by other work, a quiet one, a slow one.
+    let mut busy = Jittery {
+        calls: 0,
+        millis: vec![400, 400, 20, 400],
+    };
+    let cost = super::worker::probe(&mut busy, &check).unwrap();
+    assert_eq!(busy.calls, 4);
+    assert!(
+        cost >= Duration::from_millis(20) && cost < Duration::from_millis(200),
+        "{cost:?}"
+    );
+}

@@ -18,17 +18,27 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 /// The longest pause between attempts to make a fresh sandbox.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
-/// Classifies the probe review twice in `instance`, checking both answers; returns the time
-/// of the second call (the first one pays for pages touched for the first time).
+/// How many calls of the probe review are timed at start; the fastest one is the cost.
+const PROBE_TIMINGS: usize = 3;
+
+/// Classifies the probe review `1 + PROBE_TIMINGS` times in `instance`, checking every
+/// answer; returns the fastest timed call (the first, untimed one pays for pages touched for
+/// the first time). The fastest is what a review costs a sandbox with nothing else to do, the
+/// figure the start-up limits check needs: one call on a busy machine can take several times
+/// as long.
 pub(super) fn probe(
     instance: &mut dyn Instance,
     check: &AnswerCheck,
 ) -> Result<Duration, SandboxError> {
     let texts = [check.probe.clone()];
     check_answer(instance.classify(&texts, Some(PROBE_DEADLINE))?, 1, check)?;
-    let started = Instant::now();
-    check_answer(instance.classify(&texts, Some(PROBE_DEADLINE))?, 1, check)?;
-    Ok(started.elapsed())
+    let mut fastest = Duration::MAX;
+    for _ in 0..PROBE_TIMINGS {
+        let started = Instant::now();
+        check_answer(instance.classify(&texts, Some(PROBE_DEADLINE))?, 1, check)?;
+        fastest = fastest.min(started.elapsed());
+    }
+    Ok(fastest)
 }
 
 /// Believes a guest's answer only if it has one prediction per review, each a probability,
