@@ -214,7 +214,7 @@ test('after one visit the page works offline; old and damaged models are not kep
   });
 });
 
-test('models.json offers a choice of models, and the choice is kept for the next visit', async () => {
+test('models.json offers a choice of models, and the choice is kept for the next visit, offline too', async () => {
   const want = await expected();
   const [bundle, other] = [need('FEELINGS_BUNDLE'), need('FEELINGS_OTHER_BUNDLE')];
   const list = path.join(await mkdtemp(path.join(tmpdir(), 'feelings-models-')), 'models.json');
@@ -256,6 +256,22 @@ test('models.json offers a choice of models, and the choice is kept for the next
     await page.reload();
     await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });
     assert.match(await page.textContent('#error'), /models\.json, model 2: "path" "https:\/\/example\.com\/m\/" is on another site/);
+
+    // Offline: the list and the chosen model come from the caches, the choice still kept.
+    await writeFile(list, JSON.stringify([{ path: 'model/', label: 'Model A' }, { path: 'other/', label: 'Model B' }]));
+    await page.reload();
+    await ready(page);
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+    await page.selectOption('#model-choice', 'other/');
+    await ready(page);
+    await stop(server);
+    await page.reload();
+    await ready(page);
+    assert.match(await page.textContent('#status'), /offline/);
+    assert.deepEqual(await page.$$eval('#model-choice option', (os) => os.map((o) => o.value)), ['model/', 'other/']);
+    assert.equal(await page.inputValue('#model-choice'), 'other/', 'the choice is kept offline');
+    const offline = await classifyOne(page, want.reviews[0].text);
+    assert.ok(close(offline.score, want.other_score), `offline ${offline.score} vs ${want.other_score}`);
     assert.deepEqual(errors, []);
   });
 });
