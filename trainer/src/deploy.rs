@@ -231,11 +231,6 @@ impl BundleUpload {
     }
 }
 
-/// Whether `dir` holds a bundle (a `feelings.json`) rather than a run or a checkpoint.
-pub fn is_bundle(dir: &Path) -> bool {
-    dir.join(MANIFEST_FILE).is_file()
-}
-
 /// A bundle exported for upload into a temporary folder, removed when this is dropped.
 #[derive(Debug)]
 pub struct Staged {

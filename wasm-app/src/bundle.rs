@@ -132,6 +132,12 @@ impl Bundle {
         })
     }
 
+    /// Whether the folder `dir` holds a bundle (has a manifest), rather than, say, a training
+    /// run or a Hugging Face model folder.
+    pub fn is_in(dir: &Path) -> bool {
+        dir.join(MANIFEST_FILE).is_file()
+    }
+
     /// Reads and checks the bundle in folder `dir`.
     pub fn read_dir(dir: &Path) -> Result<Self, BundleError> {
         let read = |file: &str| {

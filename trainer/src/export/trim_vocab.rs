@@ -88,6 +88,7 @@ pub(crate) fn trim(source: ExportSource, options: &ExportOptions) -> Result<Expo
         tokenizer: tokenizer_bytes,
         config,
         path: source.path,
+        int8_hint: source.int8_hint,
     })
 }
 

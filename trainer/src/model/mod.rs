@@ -19,7 +19,6 @@ use candle_core::{Device, Module, Result as CandleResult, Tensor};
 use candle_nn::{Linear, VarMap};
 use rand::SeedableRng;
 
-use feelings_core::manifest::MANIFEST_FILE;
 use feelings_core::Bundle;
 
 use crate::error::{Error, Result};
@@ -30,11 +29,6 @@ use crate::model::weights::{VarLoader, WeightFile};
 
 /// Number of classes the head predicts.
 pub const NUM_CLASSES: usize = 2;
-
-/// Whether `dir` holds a bundle (`feelings export`'s folder) rather than a model folder.
-pub fn is_bundle(dir: &Path) -> bool {
-    dir.join(MANIFEST_FILE).is_file()
-}
 
 /// The three files of a Hugging Face BERT folder that a model needs.
 #[derive(Debug, Clone)]
@@ -60,8 +54,9 @@ impl ModelFiles {
         if !dir.is_dir() {
             return Err(Error::model(dir, "model folder not found"));
         }
-        if is_bundle(dir) {
-            return Self::unpack_bundle(dir);
+        if Bundle::is_in(dir) {
+            let bundle = Bundle::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
+            return Self::unpack(dir, &bundle);
         }
         let files = Self {
             dir: dir.to_path_buf(),
@@ -98,11 +93,11 @@ impl ModelFiles {
         Ok(files)
     }
 
-    /// The model of the bundle in `dir`, written out as a model folder.
-    fn unpack_bundle(dir: &Path) -> Result<Self> {
-        let bundle = Bundle::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
+    /// The model of `bundle`, read from the folder `dir`, written out as a model folder (to a
+    /// temporary folder, removed with the last copy of the files).
+    pub fn unpack(dir: &Path, bundle: &Bundle) -> Result<Self> {
         let unpacked = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        write_model_folder(&bundle, unpacked.path())
+        write_model_folder(bundle, unpacked.path())
             .map_err(|e| Error::model(dir, e.to_string()))?;
         let files = Self::locate(unpacked.path())?;
         Ok(Self {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use feelings_trainer::deploy::{deploy, is_bundle, server_url, stage_run, BundleUpload, Target};
+use feelings_core::Bundle;
+use feelings_trainer::deploy::{deploy, server_url, stage_run, BundleUpload, Target};
 
 use crate::{export, values};
 
@@ -78,7 +79,7 @@ pub fn run(args: DeployArgs) -> Result<()> {
     };
     // Kept until the upload is done: the temporary folder of an exported run.
     let staged;
-    let dir = if is_bundle(&args.path) {
+    let dir = if Bundle::is_in(&args.path) {
         if let Some(Checkpoint::Epoch(_)) = args.checkpoint {
             bail!(
                 "{} is a bundle, which holds one model: --checkpoint applies to run folders",

@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command};
-use feelings_core::Truncation;
+use feelings_core::{Bundle, Truncation};
 use feelings_trainer::device;
-use feelings_trainer::model::is_bundle;
 use feelings_trainer::train::lineage::{continue_from, continue_from_bundle};
 use feelings_trainer::train::optim::AdamWConfig;
 use feelings_trainer::train::run_dir::{Monitor, RunDir, EPOCH_COLUMNS};
@@ -192,7 +191,7 @@ pub fn refuse_settings_on_resume(
         return refuse(&why, &given(&|id| !ALLOWED_WITH_RESUME.contains(&id)));
     }
     let from = matches.get_one::<PathBuf>("from");
-    if from.is_some_and(|f| is_bundle(f)) && !matches.contains_id("data") {
+    if from.is_some_and(|f| Bundle::is_in(f)) && !matches.contains_id("data") {
         return Err(
             "--from a bundle needs --data: a bundle keeps no path to the reviews it was \
                     trained on (give them, with the split it was trained with, so that its test \
@@ -302,7 +301,7 @@ fn shape_data(settings: &mut TrainSettings, args: &TrainArgs) {
 /// The settings of a run continued `--from` a checkpoint or a bundle and its default folder:
 /// the parent's data settings, unless `--data` is given (which a bundle needs).
 fn continued_settings(args: &TrainArgs, from: &Path) -> Result<(TrainSettings, PathBuf)> {
-    if is_bundle(from) {
+    if Bundle::is_in(from) {
         // Refused when parsed without --data (see refuse_settings_on_resume).
         let data = args.data.clone().context("--from a bundle needs --data")?;
         let (mut settings, out) = continue_from_bundle(from, args.new_head, data)?;
