@@ -208,7 +208,7 @@ impl Deployments {
     }
 
     /// Makes the bundle in `dir` the default deployment `name` (see [`Self::put_bundle`]),
-    /// warms it (probed) and returns it.
+    /// warms it (probed unless its record keeps a measured cost) and returns it.
     pub fn set_default(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
         let deployment = self.put_bundle(name, dir)?;
         self.default = Some(name.to_string());

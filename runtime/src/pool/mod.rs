@@ -186,8 +186,8 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `options.instances` slots. Unless `known_cost` (what a full-length review costs,
-    /// measured before) is given, a sandbox classifies the probe review first (checked
-    /// like every answer, four times, the fastest of the last three the cost), so a broken component or bundle fails here,
+    /// measured before) is given, a sandbox first classifies the probe review
+    /// (every answer checked; the cost is the fastest of the timed calls, see [`worker::probe`]), so a broken component or bundle fails here,
     /// not on the first request; with `reuse_sandboxes` every slot's sandbox is probed.
     pub fn start(
         instances: Arc<dyn Instances>,

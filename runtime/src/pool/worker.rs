@@ -20,12 +20,14 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// How many calls of the probe review are timed at start; the fastest one is the cost.
 const PROBE_TIMINGS: usize = 3;
+const _: () = assert!(PROBE_TIMINGS > 0);
 
 /// Classifies the probe review `1 + PROBE_TIMINGS` times in `instance`, checking every
 /// answer; returns the fastest timed call (the first, untimed one pays for pages touched for
 /// the first time). The fastest is what a review costs a sandbox with nothing else to do, the
 /// figure the start-up limits check needs: one call on a busy machine can take several times
-/// as long.
+/// as long. It is also the first estimate of admission (which then follows what calls cost)
+/// and the cost a deployment's record keeps for its next warm start.
 pub(super) fn probe(
     instance: &mut dyn Instance,
     check: &AnswerCheck,

@@ -251,10 +251,7 @@ struct Loaded {
 pub fn evaluate_source(source: &Path, options: &EvaluateOptions) -> Result<Evaluation> {
     let loaded = if source.join(RUN_FILE).is_file() {
         load_run(source, options)?
-    } else if source
-        .join(feelings_core::manifest::MANIFEST_FILE)
-        .is_file()
-    {
+    } else if Bundle::is_in(source) {
         load_bundle(source, options)?
     } else {
         return Err(Error::run(

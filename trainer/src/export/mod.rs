@@ -19,7 +19,7 @@ use crate::model::{CandleClassifier, Head, ModelFiles};
 use crate::train::run_dir::{
     read_json, Best, EpochRecord, RunDir, BEST_FILE, CHECKPOINT_FILE, RUN_FILE,
 };
-use crate::train::settings::RunInfo;
+use crate::train::settings::{Parent, RunInfo};
 
 /// Reviews the exported model is checked on against candle (see [`check_bundle`]).
 pub const CHECK_REVIEWS: [&str; 4] = [
@@ -122,7 +122,7 @@ pub(crate) struct ExportSource {
     pub(crate) config: Vec<u8>,
     /// The checkpoint or bundle folder, for messages.
     pub(crate) path: PathBuf,
-    /// Why the export of an int8 source may fail its check, said with a failure.
+    /// A likely cause, added to the message when an int8 export of this source fails its check.
     pub(crate) int8_hint: Option<String>,
 }
 
@@ -171,7 +171,7 @@ fn open_untrimmed(source: &Path, out: &Path, options: &ExportOptions) -> Result<
         config: read(&files.config)?,
         model,
         path: checkpoint,
-        int8_hint: continued_bundle_hint(&info),
+        int8_hint: continued_bundle_hint(info.settings.from.as_ref()),
     })
 }
 
@@ -242,19 +242,23 @@ fn open_bundle(source: &Path, options: &ExportOptions) -> Result<ExportSource> {
     })
 }
 
-/// For a run continued from a bundle: its weights started on the bundle's int8 grid, and a
-/// short continuation moves them by a fraction of a step, which int8 rounds away (measured:
-/// 250 steps at lr 1e-5 from the shipped bundle moved the matrices by 0.055 steps on average
-/// and changed 0.01 % of their int8 values, while the logits moved by up to 0.7).
-fn continued_bundle_hint(info: &RunInfo) -> Option<String> {
-    let parent = info.settings.from.as_ref().filter(|p| p.bundle)?;
-    Some(format!(
-        "this run continues the bundle {}: if its weights are int8, the continuation may have \
-         moved them by less than an int8 step, which int8 rounds away while the biases and \
-         normalisations keep their change; export it with --quantize f32, or train it further \
-         or at a larger --lr",
-        parent.run.display()
-    ))
+/// For a run continued `from` an int8 bundle (as its manifest says, where it is still there):
+/// why an int8 export of the run may fail its check. Its weights started on the bundle's int8
+/// grid, and a short continuation moves them by a fraction of a step, which int8 rounding takes
+/// back while the biases and normalisations keep their change (measured: 250 steps at lr 1e-5
+/// from the shipped bundle moved its matrices by 0.055 steps on average and changed 0.01 % of
+/// their int8 values, while the logits moved by up to 0.7).
+fn continued_bundle_hint(from: Option<&Parent>) -> Option<String> {
+    let parent = from.filter(|p| p.bundle)?;
+    let manifest: Manifest = read_json(&parent.run.join(MANIFEST_FILE)).ok()?;
+    (manifest.weights != Precision::F32).then(|| {
+        format!(
+            "this run continues the int8 bundle {}: a short continuation moves its weights by \
+             less than an int8 step, which int8 rounds away while the biases and normalisations \
+             keep their change; export it in f32 (without --quantize)",
+            parent.run.display()
+        )
+    })
 }
 
 /// The bundle of `source`'s model as ONNX at `manifest.weights`, once its logits pass
@@ -535,4 +539,43 @@ pub fn check_bundle(model: &CandleClassifier, bundle: &Bundle) -> Result<f32> {
         precision,
         bundle.manifest.threshold,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::continued_bundle_hint;
+    use crate::train::settings::Parent;
+
+    fn parent(run: &Path, bundle: bool) -> Parent {
+        Parent {
+            run: run.to_path_buf(),
+            epoch: 2,
+            new_head: false,
+            bundle,
+            data_sha256: None,
+        }
+    }
+
+    #[test]
+    fn only_a_run_continued_from_an_int8_bundle_gets_the_hint() {
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/imdb-minilm");
+        let hint = continued_bundle_hint(Some(&parent(&shipped, true))).unwrap();
+        assert!(
+            hint.contains("imdb-minilm") && hint.contains("f32"),
+            "{hint}"
+        );
+        assert_eq!(continued_bundle_hint(Some(&parent(&shipped, false))), None);
+        assert_eq!(continued_bundle_hint(None), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(shipped.join("feelings.json")).unwrap()).unwrap();
+        manifest["weights"] = "f32".into();
+        std::fs::write(dir.path().join("feelings.json"), manifest.to_string()).unwrap();
+        assert_eq!(continued_bundle_hint(Some(&parent(dir.path(), true))), None);
+        let gone = dir.path().join("gone");
+        assert_eq!(continued_bundle_hint(Some(&parent(&gone, true))), None);
+    }
 }

@@ -93,8 +93,9 @@ impl ModelFiles {
         Ok(files)
     }
 
-    /// The model of `bundle`, read from the folder `dir`, written out as a model folder (to a
-    /// temporary folder, removed with the last copy of the files).
+    /// The model of `bundle` written out as a model folder (to a temporary folder, removed with
+    /// the last copy of the files); `dir`, the folder `bundle` came from, is kept as
+    /// [`Self::dir`] and named in errors.
     pub fn unpack(dir: &Path, bundle: &Bundle) -> Result<Self> {
         let unpacked = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
         write_model_folder(bundle, unpacked.path())
