@@ -2,7 +2,8 @@
 # The deployments' figures of README.md, against the shipped model: a fresh sandbox per call
 # against reused ones, a new bundle's upload to first answer, RSS with 1, 10 and 100
 # deployments, warm and cold latency. Run from the repository root, with nothing else running,
-# after `bash web/build.sh` and `cargo build -p feelings-runtime`:
+# after `bash web/build.sh` and `cargo build --workspace`
+# (not -p: features resolved for one package alone build tract and wasmtime again):
 #   bash runtime/bench/deployments.sh [WORK_DIR]
 set -u
 T=$(realpath "${CARGO_TARGET_DIR:-target}")

@@ -4,7 +4,8 @@
 # fresh instance per request, its default) and the same bundle with `feelings-serve` (a fresh
 # sandbox per call, its default), and times the same 2,818-character review on each, in turns
 # (3 rounds of 40 sequential requests each), then prints the p50 ratio. Run from the repository
-# root with nothing else running, after `bash web/build.sh` and `cargo build -p feelings-runtime`,
+# root with nothing else running, after `bash web/build.sh` and `cargo build --workspace`
+# (not -p: features resolved for one package alone build tract and wasmtime again),
 # with wasmtime-cli at the runtime's version (FEELINGS_WASMTIME, or `wasmtime` on the PATH):
 #   bash runtime/bench/http-component.sh [WORK_DIR]
 set -euo pipefail
