@@ -94,6 +94,15 @@ pub struct LimitCheck {
 }
 
 impl LimitCheck {
+    /// The largest cost of one full-length review that [`Self::check`] accepts.
+    pub fn slowest_review(&self) -> Duration {
+        let per_call = self.deadline / self.max_batch.max(1) as u32;
+        let per_request = self.limits.timeout.mul_f64(
+            ADMISSION_SHARE * self.instances.max(1) as f64 / self.limits.max_texts.max(1) as f64,
+        );
+        per_call.min(per_request)
+    }
+
     /// Refuses limits under which a request that passes every check could still never be
     /// answered, given `review` (what one full-length review costs a sandbox, measured).
     pub fn check(&self, review: Duration) -> Result<(), String> {
@@ -129,12 +138,19 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
         function_cache: options.sandbox.cache_dir.as_deref().map(function_cache_in),
     })?;
     let metrics = Arc::new(Metrics::new());
+    let checks = LimitCheck {
+        instances: options.pool.instances,
+        max_batch: options.pool.max_batch,
+        deadline: options.sandbox.deadline,
+        limits: options.limits.clone(),
+    };
     let host = Host {
         engine,
         wasm: Arc::new(wasm),
         sandbox: options.sandbox.clone(),
         pool: PoolOptions {
             gate: Some(Arc::new(Gate::new(options.cores))),
+            probe_again_above: Some(checks.slowest_review()),
             ..options.pool.clone()
         },
         metrics: metrics.clone(),
@@ -156,12 +172,6 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
             source,
         })?;
     let more = deploy_more_models(&mut deployments, options)?;
-    let checks = LimitCheck {
-        instances: options.pool.instances,
-        max_batch: options.pool.max_batch,
-        deadline: options.sandbox.deadline,
-        limits: options.limits.clone(),
-    };
     for deployment in std::iter::once(&default).chain(&more) {
         let review = deployment
             .warm_now()
@@ -245,4 +255,41 @@ fn read(path: &Path) -> Result<Vec<u8>, StartError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::LimitCheck;
+    use crate::Limits;
+
+    #[test]
+    fn the_slowest_review_the_limits_take_is_the_one_their_check_accepts() {
+        let ms = Duration::from_millis;
+        for (instances, max_batch, deadline, max_texts, timeout) in [
+            (2, 1, ms(20_000), 64, ms(30_000)),
+            (1, 16, ms(2_000), 64, ms(30_000)),
+            (4, 8, ms(20_000), 256, ms(5_000)),
+        ] {
+            let checks = LimitCheck {
+                instances,
+                max_batch,
+                deadline,
+                limits: Limits {
+                    max_texts,
+                    timeout,
+                    ..Limits::default()
+                },
+            };
+            let slowest = checks.slowest_review();
+            assert!(slowest > Duration::ZERO);
+            // A nanosecond of rounding either way: the check multiplies what this divides.
+            assert_eq!(
+                checks.check(slowest.saturating_sub(Duration::from_nanos(64))),
+                Ok(())
+            );
+            assert!(checks.check(slowest.mul_f64(1.01)).is_err(), "{slowest:?}");
+        }
+    }
 }

@@ -357,7 +357,7 @@ fn gateway_options(args: &Args) -> Result<GatewayOptions> {
             queue: args.queue as usize,
             max_batch: args.max_batch.into(),
             reuse_sandboxes: args.reuse_sandboxes,
-            gate: None,
+            ..PoolOptions::default()
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes as usize,

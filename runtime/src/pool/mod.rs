@@ -61,6 +61,11 @@ pub struct PoolOptions {
     /// The cores' turns, shared with other pools: each guest call waits for one (none: the
     /// pool's own slots are its only limit).
     pub gate: Option<Arc<Gate>>,
+    /// A review cost the limits cannot take (see [`crate::LimitCheck::slowest_review`]): a
+    /// timed probe call slower than this is timed again, up to three times, and the fastest
+    /// believed, so a moment of load on the machine does not refuse a start or an upload
+    /// (none: one timed call).
+    pub probe_again_above: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -71,6 +76,7 @@ impl Default for PoolOptions {
             max_batch: 1,
             reuse_sandboxes: false,
             gate: None,
+            probe_again_above: None,
         }
     }
 }
@@ -187,7 +193,7 @@ pub struct Pool {
 impl Pool {
     /// Starts `options.instances` slots. Unless `known_cost` (what a full-length review costs,
     /// measured before) is given, a sandbox first classifies the probe review
-    /// (every answer checked; the cost is the fastest of the timed calls, see [`worker::probe`]), so a broken component or bundle fails here,
+    /// (every answer checked, and timed: see [`worker::probe`]), so a broken component or bundle fails here,
     /// not on the first request; with `reuse_sandboxes` every slot's sandbox is probed.
     pub fn start(
         instances: Arc<dyn Instances>,
@@ -207,7 +213,8 @@ impl Pool {
         for _ in 0..probes {
             let mut instance = instances.instance()?;
             metrics.instantiations.inc();
-            cost = cost.max(worker::probe(instance.as_mut(), &check)?);
+            let probed = worker::probe(instance.as_mut(), &check, options.probe_again_above)?;
+            cost = cost.max(probed);
             ready.push(instance);
         }
         let shared = Arc::new(Shared {

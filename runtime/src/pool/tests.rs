@@ -90,6 +90,7 @@ fn gated_pool(
         max_batch,
         reuse_sandboxes: reuse,
         gate,
+        probe_again_above: None,
     };
     let metrics = Metrics::new().deployment("test");
     Pool::start(factory.clone(), &options, check, metrics, None).unwrap()
@@ -299,23 +300,45 @@ impl Instance for Jittery {
     }
 }
 
-#[test]
-fn the_probe_times_a_review_by_its_fastest_call_not_one_slowed_by_load() {
+fn probed(millis: &[u64], again_above: Option<Duration>) -> (Duration, usize) {
     let check = AnswerCheck {
         labels: Labels::default(),
         threshold: 0.5,
         probe: "a probe".into(),
     };
-    // The untimed first call (quick, to show it is not timed), then a call slowed by other
-    // work, a quiet one, a slow one.
-    let mut busy = Jittery {
+    let mut sandbox = Jittery {
         calls: 0,
-        millis: vec![1, 150, 20, 150],
+        millis: millis.to_vec(),
     };
-    let cost = super::worker::probe(&mut busy, &check).unwrap();
-    assert_eq!(busy.calls, 4);
+    let cost = super::worker::probe(&mut sandbox, &check, again_above).unwrap();
+    (cost, sandbox.calls)
+}
+
+#[test]
+fn a_probe_slower_than_the_limits_allow_is_timed_again_and_the_fastest_believed() {
+    let ms = Duration::from_millis;
+    let within = |cost: Duration, low: u64, high: u64| cost >= ms(low) && cost < ms(high);
+    // The untimed first call is quick, to show it is not the one timed.
+    let (cost, calls) = probed(&[1, 150, 20, 150], None);
     assert!(
-        cost >= Duration::from_millis(20) && cost < Duration::from_millis(100),
-        "{cost:?}"
+        within(cost, 150, 250) && calls == 2,
+        "{cost:?} after {calls} calls"
+    );
+    let (cost, calls) = probed(&[1, 30, 150], Some(ms(100)));
+    assert!(
+        within(cost, 30, 100) && calls == 2,
+        "{cost:?} after {calls} calls"
+    );
+    // A call slowed by other work, then a quiet one: believed, and no more calls.
+    let (cost, calls) = probed(&[1, 150, 20, 150], Some(ms(100)));
+    assert!(
+        within(cost, 20, 100) && calls == 3,
+        "{cost:?} after {calls} calls"
+    );
+    // Slow every time: three timed calls, the fastest kept for the limits to refuse.
+    let (cost, calls) = probed(&[1, 250, 150, 250, 10], Some(ms(100)));
+    assert!(
+        within(cost, 150, 240) && calls == 4,
+        "{cost:?} after {calls} calls"
     );
 }

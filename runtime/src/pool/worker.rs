@@ -18,19 +18,21 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 /// The longest pause between attempts to make a fresh sandbox.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
-/// How many calls of the probe review are timed at start; the fastest one is the cost.
+/// The most calls of the probe review timed at start (see [`probe`]).
 const PROBE_TIMINGS: usize = 3;
 const _: () = assert!(PROBE_TIMINGS > 0);
 
-/// Classifies the probe review `1 + PROBE_TIMINGS` times in `instance`, checking every
-/// answer; returns the fastest timed call (the first, untimed one pays for pages touched for
-/// the first time). The fastest is what a review costs a sandbox with nothing else to do, the
-/// figure the start-up limits check needs: one call on a busy machine can take several times
-/// as long. It is also the first estimate of admission (which then follows what calls cost)
-/// and the cost a deployment's record keeps for its next warm start.
+/// Classifies the probe review in `instance`, checking every answer, and returns the time of a
+/// call: the second one (the first pays for pages touched for the first time), unless it is
+/// slower than `again_above`; then it is timed again, up to [`PROBE_TIMINGS`] calls in all,
+/// and the fastest is returned: what a review costs a sandbox with nothing else to do, the
+/// figure the limits are checked against (a call on a busy machine can take several times as
+/// long). The cost is also admission's first estimate (which then follows what calls cost)
+/// and what a deployment's record keeps for its next warm start.
 pub(super) fn probe(
     instance: &mut dyn Instance,
     check: &AnswerCheck,
+    again_above: Option<Duration>,
 ) -> Result<Duration, SandboxError> {
     let texts = [check.probe.clone()];
     check_answer(instance.classify(&texts, Some(PROBE_DEADLINE))?, 1, check)?;
@@ -39,6 +41,9 @@ pub(super) fn probe(
         let started = Instant::now();
         check_answer(instance.classify(&texts, Some(PROBE_DEADLINE))?, 1, check)?;
         fastest = fastest.min(started.elapsed());
+        if again_above.is_none_or(|slow| fastest <= slow) {
+            break;
+        }
     }
     Ok(fastest)
 }
