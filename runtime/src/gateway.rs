@@ -96,26 +96,35 @@ pub struct LimitCheck {
 impl LimitCheck {
     /// The largest cost of one full-length review that [`Self::check`] accepts.
     pub fn slowest_review(&self) -> Duration {
-        let per_call = self.deadline / self.max_batch.max(1) as u32;
-        let per_request = self.limits.timeout.mul_f64(
+        self.slowest_for_a_call().min(self.slowest_for_a_request())
+    }
+
+    /// The largest review cost at which a guest call of `max_batch` reviews meets the deadline.
+    fn slowest_for_a_call(&self) -> Duration {
+        self.deadline / self.max_batch.max(1) as u32
+    }
+
+    /// The largest review cost at which the largest request, spread over the deployment's
+    /// sandboxes, is answered within the admission share of the timeout.
+    fn slowest_for_a_request(&self) -> Duration {
+        self.limits.timeout.mul_f64(
             ADMISSION_SHARE * self.instances.max(1) as f64 / self.limits.max_texts.max(1) as f64,
-        );
-        per_call.min(per_request)
+        )
     }
 
     /// Refuses limits under which a request that passes every check could still never be
     /// answered, given `review` (what one full-length review costs a sandbox, measured).
     pub fn check(&self, review: Duration) -> Result<(), String> {
-        let sandboxes = self.instances.max(1) as u32;
-        let call = review * self.max_batch.max(1) as u32;
-        if self.deadline < call {
+        if review > self.slowest_for_a_call() {
+            let call = review * self.max_batch.max(1) as u32;
             return Err(format!(
                 "--deadline {:?} is shorter than one guest call of --max-batch {} full-length reviews (about {call:.2?}: {review:.2?} each, measured)",
                 self.deadline, self.max_batch
             ));
         }
-        let largest = review * self.limits.max_texts as u32 / sandboxes;
-        if self.limits.timeout.mul_f64(ADMISSION_SHARE) < largest {
+        if review > self.slowest_for_a_request() {
+            let sandboxes = self.instances.max(1) as u32;
+            let largest = review * self.limits.max_texts as u32 / sandboxes;
             return Err(format!(
                 "a request of --max-texts {} full-length reviews takes about {largest:.1?} on {sandboxes} sandboxes with nothing else to do ({review:.2?} a review, measured); requests are admitted within two thirds of --timeout {:?}, so it would never be",
                 self.limits.max_texts, self.limits.timeout
@@ -284,12 +293,9 @@ mod tests {
             };
             let slowest = checks.slowest_review();
             assert!(slowest > Duration::ZERO);
-            // A nanosecond of rounding either way: the check multiplies what this divides.
-            assert_eq!(
-                checks.check(slowest.saturating_sub(Duration::from_nanos(64))),
-                Ok(())
-            );
-            assert!(checks.check(slowest.mul_f64(1.01)).is_err(), "{slowest:?}");
+            assert_eq!(checks.check(slowest), Ok(()));
+            let just_over = slowest + Duration::from_nanos(1);
+            assert!(checks.check(just_over).is_err(), "{slowest:?}");
         }
     }
 }
