@@ -247,7 +247,8 @@ impl Deployment {
     }
 
     /// Maps the snapshot and starts the pool (blocking): probed when `probe` or when the
-    /// record has no measured cost, otherwise trusting the cost measured at creation.
+    /// record has no measured cost or one the limits cannot take (then recorded anew),
+    /// otherwise trusting the cost measured at creation.
     pub(super) fn make_warm(&self, host: &Host, probe: bool) -> Result<Warm, SandboxError> {
         let dir = self.bundle_dir.as_ref().ok_or_else(|| {
             SandboxError::Component("this deployment has no bundle folder".into())
@@ -277,6 +278,14 @@ impl Deployment {
             self.metrics.clone(),
             known,
         )?;
+        if known != Some(pool.review_cost()) {
+            // Measured now: the recorded cost was missing or more than the limits take.
+            let measured = Some(pool.review_cost().as_secs_f64() * 1e3);
+            self.record
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .review_ms = measured;
+        }
         Ok(Warm {
             pool,
             snapshot: Some(sandboxes),

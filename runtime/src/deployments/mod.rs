@@ -214,10 +214,12 @@ impl Deployments {
         self.default = Some(name.to_string());
         if deployment.warm_now().is_none() {
             let host = self.host()?;
+            let recorded = deployment.record().review_ms;
             let warm = deployment
                 .make_warm(host, false)
                 .map_err(DeployError::Broken)?;
             pollster::block_on(deployment.set_warm(Arc::new(warm)));
+            self.keep_measured_cost(&deployment, recorded);
         }
         Ok(deployment)
     }
@@ -328,12 +330,26 @@ impl Deployments {
                 .warm_now()
                 .ok_or_else(|| SandboxError::Component("the pinned pool is gone".into()));
         };
+        let recorded = deployment.record().review_ms;
         let (warm, made) = deployment.warm(host).await?;
         if made {
             host.metrics.snapshot_loads.inc();
+            self.keep_measured_cost(deployment, recorded);
             self.enforce_budget(&deployment.name);
         }
         Ok(warm)
+    }
+
+    /// Writes `deployment`'s record if warming it measured its cost anew (it was `recorded`),
+    /// so the next start trusts the new figure; a failed write is logged, not the request's.
+    fn keep_measured_cost(&self, deployment: &Deployment, recorded: Option<f64>) {
+        let record = deployment.record();
+        if record.review_ms == recorded {
+            return;
+        }
+        if let Some(Err(e)) = self.registry.as_ref().map(|r| r.write_record(&record)) {
+            tracing::warn!(deployment = %deployment.name, "the measured cost is not kept: {e}");
+        }
     }
 
     /// Cools the least recently used idle deployments (never `keep`) while the mapped
