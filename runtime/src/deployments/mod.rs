@@ -342,11 +342,21 @@ impl Deployments {
 
     /// Writes `deployment`'s record if warming it measured its cost anew (it was `recorded`),
     /// so the next start trusts the new figure; a failed write is logged, not the request's.
-    fn keep_measured_cost(&self, deployment: &Deployment, recorded: Option<f64>) {
-        let record = deployment.record();
-        if record.review_ms == recorded {
+    /// Skipped while a change is under way (which may be its deletion: its record must stay
+    /// gone); the next warm-up measures again.
+    fn keep_measured_cost(&self, deployment: &Arc<Deployment>, recorded: Option<f64>) {
+        if deployment.record().review_ms == recorded {
             return;
         }
+        let Ok(_turn) = self.changes.try_lock() else {
+            return;
+        };
+        let current = self.get(&deployment.name);
+        if !current.is_some_and(|d| Arc::ptr_eq(&d, deployment)) {
+            return;
+        }
+        // Read under the turn, so a change made just before (enabled, say) is not undone.
+        let record = deployment.record();
         if let Some(Err(e)) = self.registry.as_ref().map(|r| r.write_record(&record)) {
             tracing::warn!(deployment = %deployment.name, "the measured cost is not kept: {e}");
         }
