@@ -276,10 +276,30 @@ mod tests {
     #[test]
     fn the_slowest_review_the_limits_take_is_the_one_their_check_accepts() {
         let ms = Duration::from_millis;
-        for (instances, max_batch, deadline, max_texts, timeout) in [
-            (2, 1, ms(20_000), 64, ms(30_000)),
-            (1, 16, ms(2_000), 64, ms(30_000)),
-            (4, 8, ms(20_000), 256, ms(5_000)),
+        // Each with the bound worked by hand, and the limit that sets it.
+        for (instances, max_batch, deadline, max_texts, timeout, bound, refusal) in [
+            // 30 s · ⅔ · 2 sandboxes / 64 reviews = 625 ms (20 s a call allows 20 s).
+            (
+                2,
+                1,
+                ms(20_000),
+                64,
+                ms(30_000),
+                ms(625),
+                "a request of --max-texts 64",
+            ),
+            // 2 s / 16 reviews a call = 125 ms (the request allows 312.5 ms).
+            (1, 16, ms(2_000), 64, ms(30_000), ms(125), "--deadline 2s"),
+            // 5 s · ⅔ · 4 / 256 = 52.083 ms (a call allows 2.5 s).
+            (
+                4,
+                8,
+                ms(20_000),
+                256,
+                ms(5_000),
+                Duration::from_nanos(52_083_333),
+                "a request",
+            ),
         ] {
             let checks = LimitCheck {
                 instances,
@@ -292,10 +312,13 @@ mod tests {
                 },
             };
             let slowest = checks.slowest_review();
-            assert!(slowest > Duration::ZERO);
+            assert!(
+                slowest.abs_diff(bound) < Duration::from_micros(1),
+                "{slowest:?}"
+            );
             assert_eq!(checks.check(slowest), Ok(()));
-            let just_over = slowest + Duration::from_nanos(1);
-            assert!(checks.check(just_over).is_err(), "{slowest:?}");
+            let refused = checks.check(slowest + Duration::from_nanos(1)).unwrap_err();
+            assert!(refused.starts_with(refusal), "{refused}");
         }
     }
 }

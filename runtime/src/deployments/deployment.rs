@@ -87,7 +87,8 @@ pub struct DeploymentInfo {
     pub loading: bool,
     /// Classify requests it answered since the gateway started.
     pub requests: u64,
-    /// What one full-length review cost a sandbox when it was created, in milliseconds.
+    /// What one full-length review costs a sandbox, in milliseconds: measured when it was made,
+    /// and again when it warms up if the limits could not take the recorded figure.
     pub review_ms: Option<f64>,
     /// Whether its classify route takes its own API key.
     pub has_api_key: bool,
@@ -246,9 +247,18 @@ impl Deployment {
         Ok((made, true))
     }
 
-    /// Maps the snapshot and starts the pool (blocking): probed when `probe` or when the
-    /// record has no measured cost or one the limits cannot take (then recorded anew),
-    /// otherwise trusting the cost measured at creation.
+    /// What one full-length review costs, as recorded, unless there is no figure or one the
+    /// limits cannot take (measured on a busy machine, say): then it is to be measured again.
+    pub(super) fn trusted_cost(&self, host: &Host) -> Option<Duration> {
+        let slowest = host.pool.probe_again_above;
+        self.record()
+            .review_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1e3))
+            .filter(|cost| slowest.is_none_or(|slowest| *cost <= slowest))
+    }
+
+    /// Maps the snapshot and starts the pool (blocking): probed when `probe` or when there is
+    /// no [`Self::trusted_cost`], otherwise trusting that.
     pub(super) fn make_warm(&self, host: &Host, probe: bool) -> Result<Warm, SandboxError> {
         let dir = self.bundle_dir.as_ref().ok_or_else(|| {
             SandboxError::Component("this deployment has no bundle folder".into())
@@ -267,10 +277,7 @@ impl Deployment {
             );
             Ok(sandboxes)
         })?;
-        let known = record
-            .review_ms
-            .filter(|_| !probe)
-            .map(|ms| Duration::from_secs_f64(ms / 1e3));
+        let known = self.trusted_cost(host).filter(|_| !probe);
         let pool = Pool::start(
             sandboxes.clone() as Arc<dyn crate::Instances>,
             &self.pool_options(host),
@@ -278,14 +285,6 @@ impl Deployment {
             self.metrics.clone(),
             known,
         )?;
-        if known != Some(pool.review_cost()) {
-            // Measured now: the recorded cost was missing or more than the limits take.
-            let measured = Some(pool.review_cost().as_secs_f64() * 1e3);
-            self.record
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .review_ms = measured;
-        }
         Ok(Warm {
             pool,
             snapshot: Some(sandboxes),

@@ -208,18 +208,18 @@ impl Deployments {
     }
 
     /// Makes the bundle in `dir` the default deployment `name` (see [`Self::put_bundle`]),
-    /// warms it (probed unless its record keeps a measured cost) and returns it.
+    /// warms it (probed, its cost recorded) and returns it.
     pub fn set_default(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
         let deployment = self.put_bundle(name, dir)?;
         self.default = Some(name.to_string());
         if deployment.warm_now().is_none() {
-            let host = self.host()?;
-            let recorded = deployment.record().review_ms;
+            // Probed: the component may have changed since the gateway last served it.
             let warm = deployment
-                .make_warm(host, false)
+                .make_warm(self.host()?, true)
                 .map_err(DeployError::Broken)?;
+            let cost = warm.pool.review_cost();
             pollster::block_on(deployment.set_warm(Arc::new(warm)));
-            self.keep_measured_cost(&deployment, recorded);
+            self.keep_measured_cost(&deployment, cost);
         }
         Ok(deployment)
     }
@@ -261,8 +261,9 @@ impl Deployments {
             queue: None,
         };
         let (deployment, warm) = self.make(new, Serve::FromSnapshot)?;
-        self.insert(deployment.clone());
         pollster::block_on(deployment.set_warm(Arc::new(warm)));
+        self.registry()?.write_record(&deployment.record())?;
+        self.insert(deployment.clone());
         Ok(deployment)
     }
 
@@ -330,35 +331,41 @@ impl Deployments {
                 .warm_now()
                 .ok_or_else(|| SandboxError::Component("the pinned pool is gone".into()));
         };
-        let recorded = deployment.record().review_ms;
+        let measures = deployment.trusted_cost(host).is_none();
         let (warm, made) = deployment.warm(host).await?;
         if made {
             host.metrics.snapshot_loads.inc();
-            self.keep_measured_cost(deployment, recorded);
+            if measures {
+                self.keep_measured_cost(deployment, warm.pool.review_cost());
+            }
             self.enforce_budget(&deployment.name);
         }
         Ok(warm)
     }
 
-    /// Writes `deployment`'s record if warming it measured its cost anew (it was `recorded`),
-    /// so the next start trusts the new figure; a failed write is logged, not the request's.
-    /// Skipped while a change is under way (which may be its deletion: its record must stay
-    /// gone); the next warm-up measures again.
-    fn keep_measured_cost(&self, deployment: &Arc<Deployment>, recorded: Option<f64>) {
-        if deployment.record().review_ms == recorded {
-            return;
-        }
+    /// Records `cost`, just measured, as what a review of `deployment` costs, so the next
+    /// warm-up trusts it. Skipped while a change is under way (which may be its deletion: its
+    /// record must stay gone) and when the write fails (logged, not the request's): the record
+    /// keeps its old figure and the next warm-up measures again.
+    fn keep_measured_cost(&self, deployment: &Arc<Deployment>, cost: Duration) {
         let Ok(_turn) = self.changes.try_lock() else {
             return;
         };
         let current = self.get(&deployment.name);
-        if !current.is_some_and(|d| Arc::ptr_eq(&d, deployment)) {
+        let (true, Some(registry)) = (
+            current.is_some_and(|d| Arc::ptr_eq(&d, deployment)),
+            &self.registry,
+        ) else {
             return;
-        }
+        };
         // Read under the turn, so a change made just before (enabled, say) is not undone.
-        let record = deployment.record();
-        if let Some(Err(e)) = self.registry.as_ref().map(|r| r.write_record(&record)) {
-            tracing::warn!(deployment = %deployment.name, "the measured cost is not kept: {e}");
+        let mut record = deployment.record();
+        record.review_ms = Some(cost.as_secs_f64() * 1e3);
+        match registry.write_record(&record) {
+            Ok(()) => deployment.set_record(record),
+            Err(e) => {
+                tracing::warn!(deployment = %deployment.name, "the measured cost is not kept: {e}")
+            }
         }
     }
 

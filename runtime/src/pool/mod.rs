@@ -64,7 +64,7 @@ pub struct PoolOptions {
     /// A review cost the limits cannot take (see [`crate::LimitCheck::slowest_review`]): a
     /// timed probe call slower than this is timed again, up to three times, and the fastest
     /// believed, so a moment of load on the machine does not refuse a start or an upload
-    /// (none: one timed call); a known cost above it is not trusted but probed.
+    /// (none: one timed call). A deployment's recorded cost above it is not trusted either.
     pub probe_again_above: Option<Duration>,
 }
 
@@ -204,12 +204,6 @@ impl Pool {
     ) -> Result<Self, SandboxError> {
         let count = options.instances.max(1);
         let mut ready = Vec::with_capacity(count);
-        // A cost measured on a busy machine, more than the limits take, is measured again.
-        let known_cost = known_cost.filter(|cost| {
-            options
-                .probe_again_above
-                .is_none_or(|slowest| *cost <= slowest)
-        });
         let mut cost = known_cost.unwrap_or_default();
         let probes = match (known_cost, options.reuse_sandboxes) {
             (_, true) => count,
