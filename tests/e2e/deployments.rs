@@ -291,6 +291,11 @@ async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_n
         std::fs::write(folder.join(file), bytes).unwrap();
     }
     let state = start(&options).unwrap();
+    let list = send(&state, get("/v1/deployments")).await.json();
+    assert_eq!(
+        list["deployments"][0]["warm"], true,
+        "the kept default is warmed (probed) at start"
+    );
     let answer = send(&state, classify("tiny-other", "a fine film")).await;
     assert_eq!(answer.json()["model"], "tiny-other-2");
     assert!(!registry.join("bundles").join(&first_bundle).exists());

@@ -207,13 +207,18 @@ impl Deployments {
         }
     }
 
-    /// Makes the bundle in `dir` the default deployment `name` (see [`Self::put_bundle`]),
-    /// warms it (probed, its cost recorded) and returns it.
+    /// Makes the bundle in `dir` the default deployment `name` (see [`Self::put_bundle`]) and
+    /// returns it.
     pub fn set_default(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
         let deployment = self.put_bundle(name, dir)?;
         self.default = Some(name.to_string());
+        Ok(deployment)
+    }
+
+    /// Warms `deployment` as the gateway starts (blocking), probed however its cost was
+    /// recorded (the component may have changed since), and records the cost measured.
+    fn warm_at_start(&self, deployment: Arc<Deployment>) -> Result<Arc<Deployment>, DeployError> {
         if deployment.warm_now().is_none() {
-            // Probed: the component may have changed since the gateway last served it.
             let warm = deployment
                 .make_warm(self.host()?, true)
                 .map_err(DeployError::Broken)?;
@@ -224,15 +229,15 @@ impl Deployments {
         Ok(deployment)
     }
 
-    /// Deploys the bundle in `dir` as `name`, as the gateway starts (blocking): kept as it is
-    /// when the deployment `name` already serves that bundle, else made (checked in a
-    /// sandbox), replacing one of that name that serves another bundle, unless that one was
-    /// uploaded with its own API key, slots or queue, which a folder has none of (refused).
+    /// Deploys the bundle in `dir` as `name`, warm, as the gateway starts (blocking): kept
+    /// (and probed) when the deployment `name` already serves that bundle, else made (checked
+    /// in a sandbox), replacing one of that name that serves another bundle, unless that one
+    /// was uploaded with its own API key, slots or queue, which a folder has none of (refused).
     pub fn put_bundle(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
         let files = BundleFiles::read_dir(dir)?;
         let digest = files.digest();
         match self.get(name).map(|d| (d.record(), d)) {
-            Some((record, d)) if record.bundle_sha256 == digest => return Ok(d),
+            Some((record, d)) if record.bundle_sha256 == digest => return self.warm_at_start(d),
             Some((record, _))
                 if record.api_key_sha256.is_some()
                     || record.instances.is_some()
