@@ -87,8 +87,9 @@ pub struct DeploymentInfo {
     pub loading: bool,
     /// Classify requests it answered since the gateway started.
     pub requests: u64,
-    /// What one full-length review costs a sandbox, in milliseconds: measured when it was made,
-    /// and again when it warms up if the limits could not take the recorded figure.
+    /// What one full-length review costs a sandbox, in milliseconds: measured when it was made
+    /// (and at every start for a bundle given at start), and again when it warms up if the
+    /// limits could not take the recorded figure.
     pub review_ms: Option<f64>,
     /// Whether its classify route takes its own API key.
     pub has_api_key: bool,

@@ -31,8 +31,9 @@ pub struct Record {
     pub created: String,
     /// Whether it answers requests.
     pub enabled: bool,
-    /// What one full-length review costs a sandbox, in milliseconds: measured when it was made,
-    /// and again when it warms up if the limits could not take the recorded figure.
+    /// What one full-length review costs a sandbox, in milliseconds: measured when it was made
+    /// (and at every start for a bundle given at start), and again when it warms up if the
+    /// limits could not take the recorded figure.
     pub review_ms: Option<f64>,
     /// Its own number of sandbox slots (the gateway's `--instances` when `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
