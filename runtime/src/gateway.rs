@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{Access, AppState, Limits};
-use crate::deployments::{DeployError, Deployment, Deployments, Host, Registry, RegistryError};
+use crate::deployments::{DeployError, Deployments, Host, Registry, RegistryError};
 use crate::engine::{function_cache_in, EngineOptions, SandboxEngine};
 use crate::metrics::Metrics;
 use crate::pool::{Gate, PoolOptions, ADMISSION_SHARE};
@@ -174,22 +174,12 @@ pub fn start(options: &GatewayOptions) -> Result<Arc<AppState>, StartError> {
             source: other,
         },
     })?;
-    let default = deployments
-        .set_default(&options.default_name, &options.model)
-        .map_err(|source| StartError::Default {
-            path: options.model.clone(),
-            source,
-        })?;
-    let more = deploy_more_models(&mut deployments, options)?;
-    for deployment in std::iter::once(&default).chain(&more) {
-        let review = deployment
-            .warm_now()
-            .map(|warm| warm.pool.review_cost())
-            .unwrap_or_default();
-        checks
-            .check(review)
-            .map_err(|e| StartError::Limits(format!("the deployment {}: {e}", deployment.name)))?;
-    }
+    deployments
+        .set_default(&options.default_name, &options.model, |review| {
+            checks.check(review)
+        })
+        .map_err(|source| start_error(&options.model, source))?;
+    deploy_more_models(&mut deployments, options, &checks)?;
     Ok(Arc::new(AppState {
         deployments: Arc::new(deployments),
         checks,
@@ -233,19 +223,28 @@ fn check_names(options: &GatewayOptions) -> Result<(), StartError> {
 fn deploy_more_models(
     deployments: &mut Deployments,
     options: &GatewayOptions,
-) -> Result<Vec<Arc<Deployment>>, StartError> {
-    options
-        .more_models
-        .iter()
-        .map(|(name, dir)| {
-            deployments
-                .put_bundle(name, dir)
-                .map_err(|source| StartError::Default {
-                    path: dir.clone(),
-                    source,
-                })
-        })
-        .collect()
+    checks: &LimitCheck,
+) -> Result<(), StartError> {
+    for (name, dir) in &options.more_models {
+        deployments
+            .put_bundle(name, dir, |review| checks.check(review))
+            .map_err(|source| start_error(dir, source))?;
+    }
+    Ok(())
+}
+
+/// Why a deployment given at start (its folder `dir`) cannot be deployed: the limits, which
+/// its measured cost contradicts, or the deployment.
+fn start_error(dir: &Path, source: DeployError) -> StartError {
+    match source {
+        DeployError::Limits(refused) => {
+            StartError::Limits(format!("the bundle {}: {refused}", dir.display()))
+        }
+        source => StartError::Default {
+            path: dir.to_path_buf(),
+            source,
+        },
+    }
 }
 
 /// The queue must hold the largest request.

@@ -218,6 +218,37 @@ async fn deployments_are_created_listed_disabled_deleted_and_survive_a_restart()
     assert!(!registry.join("deployments/second.json").exists());
 }
 
+/// A bundle given at start whose measured cost the limits cannot take stops the start and
+/// leaves the registry as it was: the deployment it would replace keeps its record and bundle.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_refused_by_the_limits_leaves_the_registry_as_it_was() {
+    let registry = crate::scratch_dir("registry");
+    let folder = crate::scratch_dir("default").join("tiny-mine");
+    std::fs::create_dir_all(&folder).unwrap();
+    let put = |name: &str| {
+        for (file, bytes) in bundle_files(Some(name)) {
+            std::fs::write(folder.join(file), bytes).unwrap();
+        }
+    };
+    put("tiny-mine");
+    let mut options = gateway_options(&registry);
+    (options.model, options.default_name) = (folder.clone(), "tiny-mine".into());
+    drop(start(&options).unwrap());
+    let record_file = registry.join("deployments/tiny-mine.json");
+    let before = std::fs::read(&record_file).unwrap();
+    let bundles = || std::fs::read_dir(registry.join("bundles")).unwrap().count();
+    assert_eq!(bundles(), 1);
+
+    put("tiny-mine-2");
+    // Two thirds of 1 ms, over 8 texts on 2 sandboxes: 0.17 ms a review, less than any costs.
+    options.limits.timeout = Duration::from_millis(1);
+    let refused = start(&options).err().expect("refused").to_string();
+    assert!(refused.contains("the limits cannot all hold"), "{refused}");
+    assert!(refused.contains("tiny-mine"), "{refused}");
+    assert_eq!(std::fs::read(&record_file).unwrap(), before);
+    assert_eq!(bundles(), 1, "the refused bundle is not kept");
+}
+
 /// A cost recorded while the machine was busy, more than the limits take, is not trusted when
 /// the deployment next warms up (its requests would be shed as too slow) but measured again
 /// and recorded.
@@ -285,6 +316,12 @@ async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_n
         let record = registry.join(format!("deployments/{name}.json"));
         assert!(record.is_file(), "{name} kept in the registry");
     }
+    // A figure no sandbox reaches, to see the restart measure it again.
+    let default_record = registry.join("deployments/e2e-tiny-bundle.json");
+    let mut record: Value =
+        serde_json::from_slice(&std::fs::read(&default_record).unwrap()).unwrap();
+    record["review_ms"] = json!(1e-6);
+    std::fs::write(&default_record, record.to_string()).unwrap();
 
     // Its folder's bundle changed: the restart replaces the deployment and drops the old bundle.
     for (file, bytes) in bundle_files(Some("tiny-other-2")) {
@@ -294,7 +331,12 @@ async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_n
     let list = send(&state, get("/v1/deployments")).await.json();
     assert_eq!(
         list["deployments"][0]["warm"], true,
-        "the kept default is warmed (probed) at start"
+        "the kept default is warmed at start"
+    );
+    let kept: Value = serde_json::from_slice(&std::fs::read(&default_record).unwrap()).unwrap();
+    assert!(
+        kept["review_ms"].as_f64().unwrap() > 1e-6,
+        "probed and recorded: {kept}"
     );
     let answer = send(&state, classify("tiny-other", "a fine film")).await;
     assert_eq!(answer.json()["model"], "tiny-other-2");

@@ -58,7 +58,9 @@ fn deploy_error(e: DeployError, id: &str) -> ApiError {
     let kind = match &e {
         DeployError::NotFound(_) => ErrorKind::NotFound,
         DeployError::Exists(_) => ErrorKind::Exists,
-        DeployError::Invalid(_) | DeployError::Broken(_) => ErrorKind::InvalidBundle,
+        DeployError::Invalid(_) | DeployError::Limits(_) | DeployError::Broken(_) => {
+            ErrorKind::InvalidBundle
+        }
         DeployError::Registry(_) => ErrorKind::RegistryFailed,
     };
     ApiError::new(kind, e.to_string(), id)

@@ -102,6 +102,9 @@ pub enum DeployError {
     /// The request is not a deployment (bad name, bad bundle, wrong sha256, limits).
     #[error("{0}")]
     Invalid(String),
+    /// Its measured cost contradicts the gateway's limits (a bundle given at start).
+    #[error("the limits cannot all hold: {0}")]
+    Limits(String),
     /// The bundle does not run: its sandbox failed or refused it.
     #[error("the bundle does not run in a sandbox: {0}")]
     Broken(SandboxError),
@@ -209,20 +212,31 @@ impl Deployments {
 
     /// Makes the bundle in `dir` the default deployment `name` (see [`Self::put_bundle`]) and
     /// returns it.
-    pub fn set_default(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
-        let deployment = self.put_bundle(name, dir)?;
+    pub fn set_default(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        check: impl Fn(Duration) -> Result<(), String>,
+    ) -> Result<Arc<Deployment>, DeployError> {
+        let deployment = self.put_bundle(name, dir, check)?;
         self.default = Some(name.to_string());
         Ok(deployment)
     }
 
     /// Warms `deployment` as the gateway starts (blocking), probed however its cost was
-    /// recorded (the component may have changed since), and records the cost measured.
-    fn warm_at_start(&self, deployment: Arc<Deployment>) -> Result<Arc<Deployment>, DeployError> {
+    /// recorded (the component may have changed since), checks that cost with `check` and
+    /// records it.
+    fn warm_at_start(
+        &self,
+        deployment: Arc<Deployment>,
+        check: impl Fn(Duration) -> Result<(), String>,
+    ) -> Result<Arc<Deployment>, DeployError> {
         if deployment.warm_now().is_none() {
             let warm = deployment
                 .make_warm(self.host()?, true)
                 .map_err(DeployError::Broken)?;
             let cost = warm.pool.review_cost();
+            check(cost).map_err(DeployError::Limits)?;
             pollster::block_on(deployment.set_warm(Arc::new(warm)));
             self.keep_measured_cost(&deployment, cost);
         }
@@ -231,14 +245,25 @@ impl Deployments {
 
     /// Deploys the bundle in `dir` as `name`, warm, as the gateway starts (blocking): kept
     /// (and probed) when the deployment `name` already serves that bundle, else made (checked
-    /// in a sandbox), replacing one of that name that serves another bundle, unless that one
-    /// was uploaded with its own API key, slots or queue, which a folder has none of (refused).
-    pub fn put_bundle(&mut self, name: &str, dir: &Path) -> Result<Arc<Deployment>, DeployError> {
+    /// in a sandbox) and recorded, replacing one of that name that serves another bundle
+    /// (keeping whether it is enabled), unless that one was uploaded with its own API key,
+    /// slots or queue, which a folder has none of (refused). A cost `check` refuses leaves the
+    /// registry as it was.
+    pub fn put_bundle(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        check: impl Fn(Duration) -> Result<(), String>,
+    ) -> Result<Arc<Deployment>, DeployError> {
         let files = BundleFiles::read_dir(dir)?;
         let digest = files.digest();
-        match self.get(name).map(|d| (d.record(), d)) {
-            Some((record, d)) if record.bundle_sha256 == digest => return self.warm_at_start(d),
-            Some((record, _))
+        let existing = self.get(name);
+        let replaced = existing.as_ref().map(|d| d.record());
+        match (existing, &replaced) {
+            (Some(d), Some(record)) if record.bundle_sha256 == digest => {
+                return self.warm_at_start(d, check)
+            }
+            (_, Some(record))
                 if record.api_key_sha256.is_some()
                     || record.instances.is_some()
                     || record.queue.is_some() =>
@@ -247,28 +272,33 @@ impl Deployments {
                     "the deployment {name} serves another bundle, with its own API key, slots or queue, which this folder would drop: delete it (DELETE /v1/deployments/{name}) or give this bundle another name"
                 )));
             }
-            Some(_) => {
-                tracing::info!(
-                    deployment = name,
-                    "the bundle given changed: replacing the deployment"
-                );
-                self.remove_blocking(name)?;
-            }
-            None => {}
+            _ => {}
         }
         let new = NewDeployment {
             name: name.to_string(),
             files,
             sha256: None,
-            enabled: true,
+            enabled: replaced.as_ref().is_none_or(|r| r.enabled),
             api_key: None,
             instances: None,
             queue: None,
         };
         let (deployment, warm) = self.make(new, Serve::FromSnapshot)?;
+        if let Err(refused) = check(warm.pool.review_cost()) {
+            self.remove_unused_bundle(&digest);
+            return Err(DeployError::Limits(refused));
+        }
         pollster::block_on(deployment.set_warm(Arc::new(warm)));
+        // The new record takes the old one's place in one rename; then the old bundle goes.
         self.registry()?.write_record(&deployment.record())?;
         self.insert(deployment.clone());
+        if let Some(old) = replaced {
+            tracing::info!(
+                deployment = name,
+                "the bundle given changed: replaced the deployment"
+            );
+            self.remove_unused_bundle(&old.bundle_sha256);
+        }
         Ok(deployment)
     }
 
