@@ -366,11 +366,11 @@ impl Deployments {
                 .warm_now()
                 .ok_or_else(|| SandboxError::Component("the pinned pool is gone".into()));
         };
-        let measures = deployment.trusted_cost(host).is_none();
         let (warm, made) = deployment.warm(host).await?;
         if made {
             host.metrics.snapshot_loads.inc();
-            if measures {
+            // Warming changes no record: the cost it trusted, or not, is still the record's.
+            if deployment.trusted_cost(host).is_none() {
                 self.keep_measured_cost(deployment, warm.pool.review_cost());
             }
             self.enforce_budget(&deployment.name);
