@@ -249,6 +249,40 @@ async fn a_start_refused_by_the_limits_leaves_the_registry_as_it_was() {
     assert_eq!(bundles(), 1, "the refused bundle is not kept");
 }
 
+/// A folder given at start never replaces a deployment uploaded with its own API key, slots or
+/// queue, which the folder has none of: the start is refused and names the way out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_never_replaces_a_deployment_uploaded_with_its_own_slots() {
+    let registry = crate::scratch_dir("registry");
+    let mut options = gateway_options(&registry);
+    let state = start(&options).unwrap();
+    let files = bundle_files(Some("tiny-uploaded"));
+    let sha = bundle_digest(&files[0].1);
+    let fields = [
+        ("name", "tiny-other"),
+        ("sha256", sha.as_str()),
+        ("instances", "1"),
+    ];
+    let uploaded = send(&state, upload(&fields, &files, Some(ADMIN))).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    drop(state);
+    let record_file = registry.join("deployments/tiny-other.json");
+    let before = std::fs::read(&record_file).unwrap();
+
+    let folder = crate::scratch_dir("more-models").join("tiny-other");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (file, bytes) in bundle_files(Some("tiny-other")) {
+        std::fs::write(folder.join(file), bytes).unwrap();
+    }
+    options.more_models = vec![("tiny-other".into(), folder)];
+    let refused = start(&options).err().expect("refused").to_string();
+    assert!(
+        refused.contains("with its own API key, slots or queue"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read(&record_file).unwrap(), before);
+}
+
 /// A cost recorded while the machine was busy, more than the limits take, is not trusted when
 /// the deployment next warms up (its requests would be shed as too slow) but measured again
 /// and recorded.
@@ -311,6 +345,8 @@ async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_n
         .as_str()
         .unwrap()
         .to_string();
+    let disabled = send(&state, admin("POST", "/v1/deployments/tiny-other/disable")).await;
+    assert_eq!(disabled.json()["enabled"], false);
     drop(state);
     for name in ["e2e-tiny-bundle", "tiny-other"] {
         let record = registry.join(format!("deployments/{name}.json"));
@@ -338,6 +374,11 @@ async fn bundles_given_at_start_are_deployed_beside_the_default_each_under_one_n
         kept["review_ms"].as_f64().unwrap() > 1e-6,
         "probed and recorded: {kept}"
     );
+    assert_eq!(
+        list["deployments"][1]["enabled"], false,
+        "the replacement keeps it disabled"
+    );
+    send(&state, admin("POST", "/v1/deployments/tiny-other/enable")).await;
     let answer = send(&state, classify("tiny-other", "a fine film")).await;
     assert_eq!(answer.json()["model"], "tiny-other-2");
     assert!(!registry.join("bundles").join(&first_bundle).exists());
